@@ -1,0 +1,168 @@
+"""The only module that talks to Ultralytics: offline set-up, predict, mAP, model building and training specs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+
+class DetectorError(Exception):
+    """Ultralytics could not load a model or run; the message says which file and what to do."""
+
+
+def prepare_offline(config_dir: Path) -> Path:
+    """Make Ultralytics work with no network: offline flags, a config dir we own, and a local font.
+
+    Must run before `ultralytics` is imported; Ultralytics reads these at import time. Returns the settings folder.
+    """
+    config_dir = Path(config_dir).resolve()
+    if "ultralytics" in sys.modules and os.environ.get("YOLO_CONFIG_DIR") != str(config_dir):
+        # already imported with another config dir (e.g. an earlier run in the same process): keep that one
+        config_dir = Path(os.environ.get("YOLO_CONFIG_DIR", config_dir))
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "False"
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    settings = config_dir / "Ultralytics"
+    settings.mkdir(parents=True, exist_ok=True)
+    # Without these, every train/val tries to download Arial fonts for its plots.
+    from matplotlib import get_data_path
+
+    dejavu = Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (settings / name).exists():
+            shutil.copyfile(dejavu, settings / name)
+    return settings
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> '0' when a CUDA GPU is usable, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Prediction:
+    """Detections of one image in original pixels."""
+
+    path: str
+    width: int
+    height: int
+    boxes: np.ndarray  # (N,4) xyxy
+    cls: np.ndarray  # (N,)
+    conf: np.ndarray  # (N,)
+
+
+def load_model(weights: str | Path):
+    """Load a YOLO model from a .pt or a model YAML, with an actionable error."""
+    from ultralytics import YOLO
+
+    w = str(weights)
+    if w.endswith(".pt") and not Path(w).is_file():
+        raise DetectorError(f"Model not found: {w}. For iteration 0 set model.baseline to a model YAML "
+                            f"(e.g. yolov8n.yaml) or an existing .pt; for iteration k, run iteration k-1 first.")
+    try:
+        return YOLO(w)
+    except Exception as e:  # Ultralytics raises many types for a bad file
+        raise DetectorError(f"Could not load model {w}: {e}. Check that the file is an Ultralytics checkpoint.") from e
+
+
+def predict(
+    weights: str | Path,
+    images: list[str],
+    *,
+    imgsz: int,
+    conf: float,
+    iou: float,
+    batch: int,
+    device: str,
+    on_progress: Callable[[int, int], None] | None = None,
+    model=None,
+) -> Iterator[Prediction]:
+    """Batched, streamed inference: memory stays flat in the number of images."""
+    if not images:
+        return
+    model = model or load_model(weights)
+    total = len(images)
+    done = 0
+    # chunk the list ourselves so progress can be reported and the source list stays small
+    for start in range(0, total, max(batch * 8, 1)):
+        chunk = images[start:start + max(batch * 8, 1)]
+        for r in model.predict(source=chunk, stream=True, imgsz=imgsz, conf=conf, iou=iou, batch=batch,
+                               device=resolve_device(device), verbose=False, save=False):
+            b = r.boxes
+            h, w = r.orig_shape
+            yield Prediction(path=str(r.path), width=int(w), height=int(h),
+                             boxes=b.xyxy.cpu().numpy().astype(np.float64),
+                             cls=b.cls.cpu().numpy().astype(int), conf=b.conf.cpu().numpy().astype(np.float64))
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+
+
+def model_names(weights: str | Path) -> list[str]:
+    """Class names stored in a checkpoint, in id order."""
+    names = load_model(weights).names
+    return [names[i] for i in sorted(names)]
+
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+def correct_matrix(gt_cls, gt_boxes, pred_cls, pred_conf, pred_boxes) -> np.ndarray:
+    """(n_pred, 10) bool: prediction is a TP at each IoU threshold 0.50:0.95 (greedy by confidence, per class)."""
+    from al.matching import match_image
+
+    out = np.zeros((len(pred_cls), len(IOU_THRESHOLDS)), dtype=bool)
+    for j, t in enumerate(IOU_THRESHOLDS):
+        m = match_image(gt_cls, gt_boxes, pred_cls, pred_conf, pred_boxes, iou_thr=float(t))
+        for _g, p, _iou in m.tp:
+            out[p, j] = True
+    return out
+
+
+def map_from_matches(tp: Iterable[np.ndarray], conf: Iterable[np.ndarray], pred_cls: Iterable[np.ndarray],
+                     target_cls: Iterable[np.ndarray], nc: int) -> dict:
+    """mAP50 and mAP50-95 with Ultralytics' own AP computation (same numbers as `yolo val`), no second pass."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    tp = np.concatenate(list(tp) or [np.zeros((0, 10), bool)])
+    conf = np.concatenate(list(conf) or [np.zeros(0)])
+    pred_cls = np.concatenate(list(pred_cls) or [np.zeros(0)])
+    target_cls = np.concatenate(list(target_cls) or [np.zeros(0)])
+    if len(target_cls) == 0:
+        return {"map50": 0.0, "map50_95": 0.0, "ap50_per_class": [0.0] * nc}
+    res = ap_per_class(tp, conf, pred_cls, target_cls, plot=False)
+    ap, classes = res[5], res[6]
+    per = [0.0] * nc
+    for i, c in enumerate(classes):
+        if int(c) < nc:
+            per[int(c)] = float(ap[i, 0])
+    return {"map50": float(ap[:, 0].mean()) if len(ap) else 0.0,
+            "map50_95": float(ap.mean()) if len(ap) else 0.0, "ap50_per_class": per}
+
+
+def build_untrained(model_yaml: str, names: list[str], out: Path) -> Path:
+    """Write an untrained checkpoint of `model_yaml` with len(names) classes (dry-run stands in for training)."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    y = YOLO(model_yaml)
+    dm = DetectionModel(y.model.yaml, nc=len(names), verbose=False)
+    dm.names = dict(enumerate(names))
+    dm.args = {"imgsz": 640}
+    y.model = dm
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.pt")
+    y.save(tmp)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,126 @@
+"""Every path of the run tree, derived in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The run tree under `root` (seed 004's output structure plus the run's own state)."""
+
+    root: Path
+
+    # run-level state
+    @property
+    def state(self) -> Path:
+        return self.root / "run_state.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".al_loop.lock"
+
+    @property
+    def events_log(self) -> Path:
+        return self.root / "al_loop.log"
+
+    @property
+    def dataset_root(self) -> Path:
+        return self.root / "dataset"
+
+    def dataset_version(self, v: int) -> Path:
+        return self.dataset_root / f"v{v:03d}"
+
+    def dataset_yaml(self, v: int) -> Path:
+        return self.dataset_version(v) / "data.yaml"
+
+    def added_images(self, iteration: int) -> Path:
+        return self.dataset_root / "added" / f"iteration_{iteration}" / "images"
+
+    def added_labels(self, iteration: int) -> Path:
+        return self.dataset_root / "added" / f"iteration_{iteration}" / "labels"
+
+    # iterations/
+    @property
+    def iterations(self) -> Path:
+        return self.root / "iterations"
+
+    def iteration(self, k: int) -> Path:
+        return self.iterations / f"iteration_{k}"
+
+    def weights(self, k: int) -> Path:
+        return self.iteration(k) / "weights"
+
+    def best(self, k: int) -> Path:
+        return self.weights(k) / "best.pt"
+
+    def last(self, k: int) -> Path:
+        return self.weights(k) / "last.pt"
+
+    def validation(self, k: int) -> Path:
+        return self.iteration(k) / "validation.json"
+
+    def error_analysis(self, k: int) -> Path:
+        return self.iteration(k) / "error_analysis"
+
+    def error_report(self, k: int) -> Path:
+        return self.error_analysis(k) / "error_report.json"
+
+    def fn_crops(self, k: int) -> Path:
+        return self.error_analysis(k) / "fn_crops"
+
+    def prompt_suggestions(self, k: int) -> Path:
+        return self.error_analysis(k) / "prompt_suggestions.json"
+
+    def hard_examples(self, k: int) -> Path:
+        return self.iteration(k) / "hard_examples.json"
+
+    def pool_predictions(self, k: int) -> Path:
+        return self.iteration(k) / "pool_predictions.json"
+
+    def review(self, k: int) -> Path:
+        return self.iteration(k) / "review.json"
+
+    def metadata(self, k: int) -> Path:
+        return self.iteration(k) / "metadata.json"
+
+    def training_log(self, k: int) -> Path:
+        return self.iteration(k) / "training_log.txt"
+
+    def train_spec(self, k: int) -> Path:
+        return self.iteration(k) / "train_spec.json"
+
+    def train_progress(self, k: int) -> Path:
+        return self.iteration(k) / "train_progress.jsonl"
+
+    def train_result(self, k: int) -> Path:
+        return self.iteration(k) / "train_result.json"
+
+    # metrics/
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def convergence_csv(self) -> Path:
+        return self.metrics / "convergence_tracking.csv"
+
+    @property
+    def convergence_plots(self) -> Path:
+        return self.metrics / "convergence_plots"
+
+    def iteration_report(self, k: int) -> Path:
+        return self.metrics / "iteration_reports" / f"iteration_{k:02d}_report.json"
+
+    # prompt_versions/
+    @property
+    def prompt_versions(self) -> Path:
+        return self.root / "prompt_versions"
+
+    @property
+    def prompt_history(self) -> Path:
+        return self.prompt_versions / "prompt_history.json"
+
+    def prompts(self, k: int) -> Path:
+        return self.prompt_versions / f"prompts_iteration_{k:02d}.json"

@@ -1,0 +1,1 @@
+"""One module per step. Each exposes run(ctx) -> trigger name; none imports textual."""
