@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_fit_epoch_end(tr):
         tr._al_batch = 0
+        epoch = min(tr.epoch + 1, tr.epochs)
+        if epoch == getattr(tr, "_al_last_epoch", None):  # Ultralytics calls this again after the final eval
+            return
+        tr._al_last_epoch = epoch
         metrics = {k: float(v) for k, v in (tr.metrics or {}).items() if isinstance(v, (int, float))}
-        prog.emit(event="epoch_end", epoch=tr.epoch + 1, epochs=tr.epochs, metrics=metrics,
+        prog.emit(event="epoch_end", epoch=epoch, epochs=tr.epochs, metrics=metrics,
                   fitness=float(tr.fitness or 0.0))
 
     last = Path(spec["project"]) / spec["name"] / "weights" / "last.pt"
@@ -75,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = dict(data=spec["data"], epochs=spec["epochs"], lr0=spec["lr0"], imgsz=spec["imgsz"],
                       batch=spec["batch"], patience=spec["patience"], optimizer=spec["optimizer"],
                       device=resolve_device(spec["device"]), workers=spec["workers"], seed=spec["seed"],
-                      project=spec["project"], name=spec["name"], exist_ok=True, verbose=True, plots=True,
-                      **spec.get("extra", {}))
+                      project=spec["project"], name=spec["name"], exist_ok=True, verbose=True, plots=True)
+        kwargs.update(spec.get("extra", {}))  # the user's pass-through options win over our defaults
     model.add_callback("on_train_epoch_start", on_epoch_start)
     model.add_callback("on_train_batch_end", on_batch_end)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)

@@ -65,12 +65,13 @@ def run(ctx: Context) -> str:
         unit = "uncertain pool detections"
     counts = dataset.class_counts(splits["train"], len(names))
     scored = sampling.score_errors(cands, dict(enumerate(counts)), cfg.sampling_strategy.weights())
-    picks = sampling.select_images(scored, cfg.active_learning.max_samples_per_iteration, exclude=exclude)
+    picks = sampling.select_images(scored, cfg.active_learning.max_samples_per_iteration, exclude=exclude,
+                                   names=names)
     for pk in picks:
         for e in pk["errors"]:
             e["class_name"] = names[e["cls"]]
     store.write_json(paths.hard_examples(k), {
         "iteration": k, "source": source, "strategy": "fn_weighted", "weights": cfg.sampling_strategy.weights(),
         "candidates": len(cands), "train_class_counts": dict(zip(names, counts)), "picks": picks})
-    ctx.bus.emit(Message(f"[SAMPLING] Selected {len(picks)} hard examples from {len(cands)} {unit}"))
+    ctx.bus.emit(Message(sampling.format_console(len(picks), len(cands), unit)))
     return "next"

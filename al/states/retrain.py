@@ -116,7 +116,12 @@ def run(ctx: Context) -> str:
     ctx.bus.emit(Message(f"[TRAIN] {what}: {spec['epochs']} epochs, lr0={spec['lr0']:.6g}, imgsz={spec['imgsz']}, "
                          f"log: {paths.training_log(target)}"))
     t0 = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    import al
+
+    # the child must import this same `al` package even when it is run from a checkout, not installed
+    pkg_parent = str(Path(al.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))}
     with paths.training_log(target).open("a") as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'} =====\n")
         log.flush()

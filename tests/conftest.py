@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny real dataset (the demo generator) and config files that point at it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Ultralytics must never reach the network in tests, whatever imports it first.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small real demo dataset (digits on photos), generated once per test session."""
+    from al.demo import generate_demo
+
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    return generate_demo(out, seed=3, n_train=24, n_val=24, n_test=12, n_pool=16, size=128)
+
+
+def make_config(tmp_path: Path, data_yaml: Path, **overrides) -> Path:
+    """Write a fast config (imgsz 64, 1 epoch) into tmp_path and return its path."""
+    cfg = {
+        "run_dir": "run",
+        "dataset": {"data_yaml": str(data_yaml), "pool_dir": str(data_yaml.parent / "pool" / "images"),
+                    "pool_labels_dir": str(data_yaml.parent / "pool" / "labels_hidden"),
+                    "mining_source": "val", "combined_dir": "combined"},
+        "model": {"baseline": "yolov8n.yaml"},
+        "active_learning": {"max_samples_per_iteration": 4, "review_source": "simulated", "target_f1": 0.99,
+                            "max_iterations": 2, "train_f1_sample": 8},
+        "training": {"epochs_base": 1, "epochs_increment": 1, "imgsz": 64, "batch": 8, "workers": 0,
+                     "device": "cpu", "patience": 0, "extra": {"nbs": 8, "fliplr": 0.0, "plots": False}},
+        "validation": {"batch": 16},
+    }
+    for key, val in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section][field] = val
+        else:
+            cfg[section] = val
+    path = tmp_path / "al_config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
