@@ -208,8 +208,8 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (dataset:, training:, ...), got "
                           f"{type(raw).__name__}.")

@@ -158,12 +158,13 @@ def file_hash(path: str | Path) -> str:
 
 
 def snapshot_id(splits: dict[str, list[str]]) -> str:
-    """Content id of a dataset version: hash of each split's image list and label files."""
+    """Content id of a dataset version: each split's image names and sizes and its label files' bytes.
+    Independent of where the run lives, cheap enough for large sets (no image decoding or hashing)."""
     h = hashlib.sha1()
     for key in sorted(splits):
         h.update(key.encode())
-        for img in sorted(splits[key]):
-            h.update(img.encode())
+        for img in sorted(splits[key], key=lambda p: Path(p).name):
+            h.update(f"{Path(img).name}:{Path(img).stat().st_size if Path(img).exists() else -1}".encode())
             lp = label_path(img)
             h.update(lp.read_bytes() if lp.is_file() else b"-")
     return h.hexdigest()[:10]

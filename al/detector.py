@@ -153,9 +153,11 @@ def map_from_matches(tp: Iterable[np.ndarray], conf: Iterable[np.ndarray], pred_
 
 def build_untrained(model_yaml: str, names: list[str], out: Path) -> Path:
     """Write an untrained checkpoint of `model_yaml` with len(names) classes (dry-run stands in for training)."""
+    import torch
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
+    torch.manual_seed(0)  # a dry run must be reproducible (resume tests compare whole runs)
     y = YOLO(model_yaml)
     dm = DetectionModel(y.model.yaml, nc=len(names), verbose=False)
     dm.names = dict(enumerate(names))

@@ -92,7 +92,8 @@ def run(ctx: Context) -> int:
     """Execute steps until done, a review pause, an error or a quit. Returns the process exit code."""
     st, bus = ctx.state, ctx.bus
     flow = Flow(ctx)
-    awaiting = st.status == "awaiting_review"
+    # a review that failed while importing the human's export was already past its pause: retry the import
+    awaiting = st.status == "awaiting_review" or (st.status == "failed" and st.step == "review")
     st.status = "awaiting_review" if awaiting else "running"
     st.error = None
     st.save(ctx.paths)

@@ -1,0 +1,168 @@
+"""The loop end to end in dry-run mode (real Ultralytics inference with an untrained model, no training)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from filelock import FileLock
+
+from al import store
+from al.cli import main
+from al.config import load_config
+from al.events import EventBus, StepFinished, StepStarted
+from al.machine import run
+from al.paths import RunPaths
+from al.session import open_run
+from tests.conftest import make_config
+
+EXPECTED = ["retrain", "validate", "analyze", "converge", "extract", "review", "retrain", "track",
+            "validate", "analyze", "converge", "track"]
+
+
+def _run(cfg, *, resume=False, stop_after=None, dry_run=True, auto=False, start_iteration=None):
+    """Run the machine; with stop_after=n, ask it to stop after the n-th finished step."""
+    bus = EventBus()
+    seen, finished = [], []
+    ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, auto=auto,
+                   interactive=False, bus=bus)
+
+    def sub(ev):
+        if isinstance(ev, StepStarted):
+            seen.append(ev.step)
+        if isinstance(ev, StepFinished):
+            finished.append(ev.step)
+            if stop_after is not None and len(finished) == stop_after:
+                ctx.stop.set()
+
+    bus.subscribe(sub)
+    return run(ctx), seen
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_data):
+    """One uninterrupted dry run: its step order and final CSV."""
+    tmp = tmp_path_factory.mktemp("ref")
+    cfg = load_config(make_config(tmp, tiny_data))
+    code, seen = _run(cfg)
+    assert code == 0
+    return cfg, seen, (cfg.run_dir / "metrics" / "convergence_tracking.csv").read_text()
+
+
+def test_machine_order_and_run_tree(reference):
+    cfg, seen, csv = reference
+    assert seen == EXPECTED
+    p = RunPaths(cfg.run_dir)
+    for k in (0, 1):
+        for f in (p.best(k), p.validation(k), p.error_report(k), p.prompt_suggestions(k), p.metadata(k),
+                  p.training_log(k), p.error_analysis(k) / "fn_size_distribution.png",
+                  p.error_analysis(k) / "fn_position_distribution.png", p.error_analysis(k) / "error_heatmap.png",
+                  p.iteration_report(k), p.prompts(k)):
+            assert f.is_file(), f
+        assert any(p.fn_crops(k).iterdir())
+    for name in ("f1_trend", "metrics_trend", "counts_trend", "per_class_f1_trend", "per_class_fn_trend"):
+        assert (p.convergence_plots / f"{name}.png").is_file()
+    assert p.hard_examples(0).is_file() and not p.hard_examples(1).is_file()  # converged at iteration 1
+    rows = store.read_csv(p.convergence_csv)
+    assert [r["iteration"] for r in rows] == ["0", "1"]
+    assert rows[1]["converged"] == "1" and rows[1]["reason"] == "Maximum iterations reached: 2"
+    # the 4 picks of iteration 0 moved from val into train
+    assert int(rows[1]["labelled_images"]) == int(rows[0]["labelled_images"]) + 4
+    assert int(rows[1]["val_images"]) == int(rows[0]["val_images"]) - 4
+    state = store.read_json(p.state)
+    assert state["status"] == "done" and state["step"] == "done"
+    meta = store.read_json(p.metadata(0))
+    assert meta["dry_run"] is True and set(meta["timings_s"]) >= {"validate", "analyze", "extract", "review"}
+    val = store.read_json(p.validation(0))
+    assert val["test"]["images"] == 12 and val["train_sample"] == 8
+    review = store.read_json(p.review(0))
+    assert review["mode"] == "simulated" and review["simulation"] is True and review["added_images"] == 4
+
+
+@pytest.mark.parametrize("stop_after", range(1, len(EXPECTED)))
+def test_resume_after_every_step_gives_the_same_csv(tmp_path, tiny_data, reference, stop_after):
+    _, _, ref_csv = reference
+    cfg = load_config(make_config(tmp_path, tiny_data))
+    code, seen = _run(cfg, stop_after=stop_after)
+    assert code == 130 and seen == EXPECTED[:stop_after]
+    state = store.read_json(RunPaths(cfg.run_dir).state)
+    assert state["status"] == "interrupted" and state["step"] == EXPECTED[stop_after]
+    code, seen2 = _run(cfg, resume=True)
+    assert code == 0 and seen2 == EXPECTED[stop_after:]
+    assert (cfg.run_dir / "metrics" / "convergence_tracking.csv").read_text() == ref_csv
+
+
+def test_existing_run_needs_resume_or_start_iteration(tmp_path, tiny_data, capsys):
+    cfgp = make_config(tmp_path, tiny_data, active_learning__max_iterations=1)
+    assert main(["--config", str(cfgp), "--dry-run", "--headless"]) == 0
+    out = capsys.readouterr().out
+    assert "ACTIVE LEARNING COMPLETE" in out and "[STEP 1/7] Validating model..." in out
+    assert main(["--config", str(cfgp), "--headless"]) == 2
+    assert "Use --resume to continue it, --start-iteration N" in capsys.readouterr().err
+    assert main(["--config", str(cfgp), "--resume", "--headless"]) == 2
+    assert "is complete" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(cfgp), "--resume", "--start-iteration", "1"])
+    assert e.value.code == 2
+
+
+def test_resume_without_run_and_lock_held(tmp_path, tiny_data, capsys):
+    cfgp = make_config(tmp_path, tiny_data)
+    assert main(["--config", str(cfgp), "--resume", "--headless"]) == 2
+    assert "No run to resume" in capsys.readouterr().err
+    paths = RunPaths(load_config(cfgp).run_dir)
+    with FileLock(str(paths.lock)):
+        assert main(["--config", str(cfgp), "--headless"]) == 2
+    assert "Another al_loop is already running" in capsys.readouterr().err
+
+
+def test_start_iteration_keeps_earlier_and_moves_later_aside(tmp_path, tiny_data):
+    cfg = load_config(make_config(tmp_path, tiny_data, active_learning__max_iterations=3))
+    assert _run(cfg)[0] == 0
+    p = RunPaths(cfg.run_dir)
+    first_val0 = p.validation(0).read_bytes()
+    code, seen = _run(cfg, start_iteration=1)
+    assert code == 0
+    assert seen[:3] == ["review", "retrain", "track"] and seen[3] == "validate"
+    assert p.validation(0).read_bytes() == first_val0  # earlier iteration untouched
+    superseded = list((cfg.run_dir / "superseded").glob("*/iterations/iteration_1"))
+    assert len(superseded) == 1 and (superseded[0] / "validation.json").is_file()
+    rows = store.read_csv(p.convergence_csv)
+    assert [r["iteration"] for r in rows] == ["0", "1", "2"]
+
+
+def test_failed_step_is_resumable_after_fix(tmp_path, tiny_data):
+    # manual review with no exported dataset: pause, then a clear failure, then success once it exists
+    cfg = load_config(make_config(tmp_path, tiny_data, active_learning__review_source="manual"))
+    code, seen = _run(cfg)
+    assert code == 0 and seen[-1] == "review"
+    p = RunPaths(cfg.run_dir)
+    assert store.read_json(p.state)["status"] == "awaiting_review"
+    code, _ = _run(cfg, resume=True)
+    assert code == 1
+    st = store.read_json(p.state)
+    assert st["status"] == "failed" and st["step"] == "review" and "Dataset not found" in st["error"]
+    combined = cfg.dataset.combined_dir
+    # the human's export: the pool images with their (hidden until now) labels
+    shutil.copytree(tiny_data.parent / "pool" / "images", combined / "images" / "train")
+    shutil.copytree(tiny_data.parent / "pool" / "labels_hidden", combined / "labels" / "train")
+    (combined / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/train\n"
+                                        "names: {0: zero, 1: one, 2: two, 3: three, 4: four}\n")
+    code, seen = _run(cfg, resume=True)
+    assert code == 0 and seen[0] == "review"
+    review = store.read_json(p.review(0))
+    assert review["mode"] == "manual" and review["added_images"] == 16 and review["removed_from_val"] == 0
+    assert review["added_boxes"] == sum(len(f.read_text().splitlines())
+                                        for f in (tiny_data.parent / "pool" / "labels_hidden").iterdir())
+
+
+def test_class_name_mismatch_in_combined_is_refused(tmp_path, tiny_data):
+    cfg = load_config(make_config(tmp_path, tiny_data, active_learning__review_source="manual",
+                                  active_learning__require_human_review=False))
+    combined = cfg.dataset.combined_dir
+    shutil.copytree(tiny_data.parent / "images" / "train", combined / "images" / "train")
+    (combined / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/train\nnames: [a, b]\n")
+    code, _ = _run(cfg)
+    assert code == 1
+    err = store.read_json(RunPaths(cfg.run_dir).state)["error"]
+    assert "class names ['a', 'b'] differ from the model's" in err
