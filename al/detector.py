@@ -119,14 +119,25 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 
 def correct_matrix(gt_cls, gt_boxes, pred_cls, pred_conf, pred_boxes) -> np.ndarray:
-    """(n_pred, 10) bool: prediction is a TP at each IoU threshold 0.50:0.95 (greedy by confidence, per class)."""
-    from al.matching import match_image
+    """(n_pred, 10) bool: prediction is a TP at each IoU threshold 0.50:0.95, matched the way Ultralytics'
+    validator does (pairs of the same class sorted by IoU, each prediction and each target used once)."""
+    from al.matching import box_iou
 
+    pred_cls = np.asarray(pred_cls).reshape(-1)
+    gt_cls = np.asarray(gt_cls).reshape(-1)
     out = np.zeros((len(pred_cls), len(IOU_THRESHOLDS)), dtype=bool)
+    if len(pred_cls) == 0 or len(gt_cls) == 0:
+        return out
+    iou = box_iou(gt_boxes, pred_boxes) * (gt_cls[:, None] == pred_cls[None, :])
     for j, t in enumerate(IOU_THRESHOLDS):
-        m = match_image(gt_cls, gt_boxes, pred_cls, pred_conf, pred_boxes, iou_thr=float(t))
-        for _g, p, _iou in m.tp:
-            out[p, j] = True
+        m = np.argwhere(iou >= t)  # (gt, pred) pairs
+        if len(m) == 0:
+            continue
+        if len(m) > 1:
+            m = m[iou[m[:, 0], m[:, 1]].argsort()[::-1]]
+            m = m[np.unique(m[:, 1], return_index=True)[1]]
+            m = m[np.unique(m[:, 0], return_index=True)[1]]
+        out[m[:, 1], j] = True
     return out
 
 
