@@ -16,7 +16,8 @@ from al.matching import match_record, summarize
 def train_sample(ctx: Context, train: list[str], base_train: list[str]) -> list[str]:
     """A fixed sample of training images (drawn from the base training set, same every iteration)."""
     n = ctx.cfg.active_learning.train_f1_sample
-    pool = [p for p in base_train if p in set(train)] or train
+    current = set(train)
+    pool = [p for p in base_train if p in current] or train
     if n <= 0 or not pool:
         return []
     rng = random.Random(ctx.cfg.training.seed)
