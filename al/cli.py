@@ -27,14 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(log_file: Path) -> None:
+def _setup_logging(log_file: Path) -> logging.Handler:
+    """Send the 'al' logger to the run's log file (removed again when main returns)."""
     log = logging.getLogger("al")
     log.setLevel(logging.INFO)
-    log.propagate = False
     log_file.parent.mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(log_file, encoding="utf-8")
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(fh)
+    return fh
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[ERROR] Another al_loop is already running on {paths.root} (lock {paths.lock}). Wait for it to "
               f"finish or stop it; two loops on one run directory would corrupt it.", file=sys.stderr)
         return EXIT_USAGE
+    handler = None
     try:
         prepare_offline(cfg.run_dir / ".yolo_config")
-        _setup_logging(paths.events_log)
+        handler = _setup_logging(paths.events_log)
         tui = not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
         interactive = sys.stdin.isatty()
         bus = EventBus()
@@ -116,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return _interrupted(ctx, ctx.state.step)
     finally:
+        if handler is not None:
+            logging.getLogger("al").removeHandler(handler)
+            handler.close()
         lock.release()
 
 
