@@ -38,8 +38,8 @@ def train_spec(ctx: Context, target: int) -> dict:
 
 
 def _follow(ctx: Context, proc: subprocess.Popen, progress: Path, epochs: int) -> None:
-    """Relay the child's progress lines as events until it exits; stop it if the user quits."""
-    pos = 0
+    """Relay the child's new progress lines as events until it exits; stop it if the user quits."""
+    pos = progress.stat().st_size if progress.exists() else 0  # a resumed training's old lines are history
     while True:
         if ctx.stop.is_set():
             proc.send_signal(signal.SIGTERM)
