@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from al import dataset, detector, store
-from al.context import Context, StepError
+from al.context import Context, Interrupted, StepError
 from al.events import Message, Progress
 from al.matching import match_record, summarize
 
@@ -70,6 +70,8 @@ def run(ctx: Context) -> str:
     vc = cfg.validation
 
     def progress(done, total):
+        if ctx.stop.is_set():  # nothing is written before the pass ends, so stopping here is safe
+            raise Interrupted("validation stopped; --resume re-runs it")
         ctx.bus.emit(Progress("validate", done, total, "images"))
 
     # One streamed pass over every image this step needs; later steps reuse validation.json, never re-predict.

@@ -1,0 +1,462 @@
+"""The TUI driven by Pilot: the dashboard fills from core events, review (with the real review step), errors, quit."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from al import dataset, store
+from al.config import load_config
+from al.context import Context, Options, RunState
+from al.events import (STEPS, EpochEnd, EventBus, IterationStarted, Message, MetricsRow, Progress, ReviewRequired,
+                       RunFailed, RunStarted, StepFinished, StepStarted)
+from al.paths import RunPaths
+from al.tui.app import LoopApp
+from al.tui.modals import ConfirmScreen, ErrorScreen
+from al.tui.review import ReviewScreen
+from al.tui.widgets import ClassPlot, LogPane, MetricsTable, StepProgress, StepTimeline
+
+SIZE = (120, 40)
+NAMES = ["zero", "one", "two"]
+
+
+def pilot(fn):
+    """Run an async Pilot test with asyncio.run (no async pytest plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+# ---- helpers shared with the other test_tui* files ---------------------------------------------------------------
+def make_ctx(tmp_path: Path, state: RunState | None = None, **al_cfg) -> Context:
+    """A real Context on a config whose files need not exist (the TUI only reads run_dir and target_f1)."""
+    cfg_file = tmp_path / "al_config.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "run_dir": "run", "dataset": {"data_yaml": "data/data.yaml", "combined_dir": "combined"},
+        "active_learning": {"target_f1": 0.9, "review_source": "manual", **al_cfg}}))
+    cfg = load_config(cfg_file, check_files=False)
+    paths = RunPaths(cfg.run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    return Context(cfg=cfg, paths=paths, state=state or RunState(), opts=Options(interactive=True), bus=EventBus())
+
+
+def start_event(ctx: Context, run_dir: str = "/runs/demo") -> RunStarted:
+    return RunStarted("ACTIVE LEARNING LOOP - yolov8n.yaml (detect)", run_dir, ctx.state.iteration, ctx.state.step,
+                      True, False)
+
+
+def metrics_row(k: int, f1: float, converged: bool = False) -> dict:
+    """A convergence row as the converge step emits it."""
+    return {"iteration": k, "precision": round(f1 + 0.05, 4), "recall": round(f1 - 0.05, 4), "f1": f1,
+            "map50": round(f1 * 0.9, 4), "map50_95": round(f1 * 0.6, 4), "tp": 100 + 20 * k, "fp": 30 - 5 * k,
+            "fn": 60 - 15 * k, "train_f1": round(f1 + 0.03, 4), "test_map50": None, "test_map50_95": None,
+            "test_f1": None, "labelled_images": 160 + 40 * k, "val_images": 160 - 40 * k,
+            "dataset_version": f"ver{k:07d}",
+            "per_class_f1": json.dumps({n: round(f1 - 0.1 * i, 4) for i, n in enumerate(NAMES)}),
+            "per_class_fn": json.dumps({n: 10 + 5 * i - 2 * k for i, n in enumerate(NAMES)}),
+            "converged": int(converged),
+            "reason": ("Maximum iterations reached: 3" if converged else
+                       f"Continue training: F1={f1:.4f}, target=0.9000")}
+
+
+def dashboard_events() -> list:
+    """Baseline training, two full iterations, and a third one validating."""
+    evs: list = [StepStarted(0, "retrain", "Training baseline model", baseline=True)]
+    for e in (1, 2):
+        evs += [Progress("retrain", b, 8, "batches", f"epoch {e}/2") for b in (2, 4, 8)]
+        evs += [EpochEnd(e, 2, {"metrics/mAP50(B)": 0.1 * e, "metrics/mAP50-95(B)": 0.05 * e}),
+                Progress("retrain", e, 2, "epochs")]
+    evs.append(StepFinished(0, "retrain", 42.0))
+    for k, f1 in enumerate((0.42, 0.61)):
+        evs.append(IterationStarted(k))
+        for s in STEPS:
+            evs.append(StepStarted(k, s, f"{s} title"))
+            if s == "validate":
+                evs += [Progress("validate", i, 40, "images") for i in (10, 20, 40)]
+            if s == "converge":
+                evs += [MetricsRow(metrics_row(k, f1)), Message(f"[CONVERGENCE] Continue training: F1={f1:.4f}")]
+            evs.append(StepFinished(k, s, 1.5 + STEPS.index(s)))
+    evs += [IterationStarted(2), StepStarted(2, "validate", "Validating model"),
+            Progress("validate", 30, 120, "images"), Message("[TEST] events sent")]
+    return evs
+
+
+def replay(events: list, then_wait: bool = True):
+    """A runner that emits `events` on the bus, then waits for a quit (returns 130) like the real one."""
+
+    def runner(ctx: Context) -> int:
+        for ev in events:
+            ctx.bus.emit(ev)
+        if then_wait:
+            ctx.stop.wait(30)
+            return 130
+        return 0
+
+    return runner
+
+
+def text_of(widget) -> str:
+    """What the widget shows on screen, as plain text (borders included)."""
+    from textual.geometry import Region
+
+    w, h = widget.outer_size
+    return "\n".join(strip.text for strip in widget.render_lines(Region(0, 0, w, h)))
+
+
+def log_text(app: LoopApp) -> str:
+    return "\n".join(strip.text for strip in app.query_one(LogPane).lines)
+
+
+async def wait_for(pilot, cond, timeout: float = 10.0, what: str = "condition") -> None:
+    """Let the app run until cond() holds (events come from another thread)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+# ---- dashboard -----------------------------------------------------------------------------------------------
+@pilot
+async def test_dashboard_fills_from_core_events(tmp_path):
+    ctx = make_ctx(tmp_path)
+    app = LoopApp(ctx, start_event(ctx), runner=replay(dashboard_events()), clock=lambda: 100.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="the events")
+        tl = app.query_one(StepTimeline).timeline
+        assert tl.iteration == 2 and tl.rows["validate"].state == "running"
+        assert all(tl.rows[s].state == "waiting" for s in STEPS[1:])
+        assert tl.baseline is None  # iteration 2 has no baseline row
+        table = app.query_one(MetricsTable)
+        assert table.row_count == 2
+        assert [str(c) for c in table.get_row("1")[:4]] == ["1", "0.660", "0.560", "0.610"]
+        assert table.get_row("1")[-2:] == ["200", "ver0000001"]
+        prog = app.query_one(StepProgress)
+        assert str(prog.query_one("#progress-detail").render()) == "30/120 images"
+        log = log_text(app)
+        assert "[BASELINE] Training baseline model..." in log and "[TRAIN] epoch 2/2  mAP50=0.2000" in log
+        assert "[STEP 3/7] converge title..." in log
+        assert "Continue training: F1=0.6100" in str(app.query_one("#verdict").render())
+        assert "RUNNING" in str(app.query_one("#status").render())
+        plot = app.query_one(ClassPlot)
+        assert plot.mode == "f1" and plot.border_title == "F1 per class, iteration 1"
+        await pilot.press("p")
+        assert plot.mode == "fn" and plot.border_title == "FN per class, iteration 1"
+
+
+@pilot
+async def test_timeline_durations_and_skipped_steps(tmp_path):
+    ctx = make_ctx(tmp_path)
+    evs = [IterationStarted(3), StepStarted(3, "validate", "v"), StepFinished(3, "validate", 12.34),
+           StepStarted(3, "converge", "c"), MetricsRow(metrics_row(3, 0.95, converged=True)),
+           StepFinished(3, "converge", 0.5), StepStarted(3, "track", "t"), Message("[TEST] events sent")]
+    app = LoopApp(ctx, start_event(ctx), runner=replay(evs), clock=lambda: 100.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="the events")
+        rows = app.query_one(StepTimeline).timeline.rows
+        assert [rows[s].state for s in STEPS] == ["done", "skipped", "done", "skipped", "skipped", "skipped",
+                                                  "running"]
+        assert rows["validate"].seconds == 12.34
+        shown = text_of(app.query_one(StepTimeline))
+        assert "12 s" in shown and "skipped" in shown
+        assert "STOP" in str(app.query_one("#verdict").render())
+
+
+@pilot
+async def test_progress_bar_units_and_eta(tmp_path):
+    ctx = make_ctx(tmp_path)
+    now = [0.0]
+    gate = threading.Event()
+    evs = [StepStarted(0, "retrain", "Retraining model"), Progress("retrain", 1, 10, "batches", "epoch 1/3")]
+
+    def runner(c):
+        for ev in evs:
+            c.bus.emit(ev)
+        gate.wait(10)
+        c.bus.emit(Progress("retrain", 3, 10, "batches", "epoch 1/3"))
+        c.bus.emit(Message("[TEST] events sent"))
+        c.stop.wait(30)
+        return 130
+
+    app = LoopApp(ctx, start_event(ctx), runner=runner, clock=lambda: now[0])
+    async with app.run_test(size=SIZE) as pilot:
+        prog = app.query_one(StepProgress)
+        await wait_for(pilot, lambda: prog.last is not None, what="first progress")
+        now[0] = 4.0  # 2 batches in 4 s: 7 left -> 14 s
+        gate.set()
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="second progress")
+        assert str(prog.query_one("#progress-detail").render()) == "3/10 batches · epoch 1/3 · ETA 14 s (epoch)"
+        assert prog.has_class("has-bar")
+
+
+@pilot
+async def test_history_rebuilt_from_disk_on_resume(tmp_path):
+    state = RunState(iteration=2, step="extract", baseline=False, timings={"2": {"validate": 3.0, "analyze": 1.0,
+                                                                                  "converge": 0.2}})
+    ctx = make_ctx(tmp_path, state)
+    from al.states.converge import COLUMNS
+
+    rows = [metrics_row(k, f1) for k, f1 in enumerate((0.4, 0.5, 0.6, 0.7))]  # row 3 is stale (re-run from 2)
+    store.write_csv(ctx.paths.convergence_csv, rows, COLUMNS)
+    app = LoopApp(ctx, start_event(ctx), runner=replay([Message("[TEST] events sent")]), clock=lambda: 100.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="start")
+        table = app.query_one(MetricsTable)
+        assert table.row_count == 3 and str(table.get_row("2")[3]) == "0.600"
+        tl = app.query_one(StepTimeline).timeline
+        assert [tl.rows[s].state for s in STEPS[:4]] == ["done", "done", "done", "waiting"]
+        assert "Continue training: F1=0.6000" in str(app.query_one("#verdict").render())
+
+
+# ---- quit and errors -----------------------------------------------------------------------------------------
+@pilot
+async def test_quit_asks_then_stops_runner_and_returns_its_code(tmp_path):
+    ctx = make_ctx(tmp_path)
+    app = LoopApp(ctx, start_event(ctx), runner=replay([Message("[TEST] events sent")]))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="start")
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen) and not ctx.stop.is_set()
+        await pilot.press("n")  # keep running
+        assert not isinstance(app.screen, ConfirmScreen) and not ctx.stop.is_set()
+        await pilot.press("ctrl+c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert ctx.stop.is_set() and app.return_value == 130
+
+
+@pilot
+async def test_run_failed_opens_error_modal_and_run_stays_resumable(tmp_path):
+    ctx = make_ctx(tmp_path)
+    cmd = "python al_loop.py --config cfg.yaml --resume"
+    evs = [IterationStarted(0), StepStarted(0, "validate", "Validating model"),
+           RunFailed(0, "validate", "Model not found: best.pt. Run with --start-iteration 0.", cmd)]
+
+    def runner(c):
+        for ev in evs:
+            c.bus.emit(ev)
+        return 1
+
+    app = LoopApp(ctx, start_event(ctx), runner=runner)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+        assert "Model not found: best.pt" in str(app.screen.query_one("#error-message").render())
+        assert str(app.screen.query_one("#resume-command").render()) == cmd
+        await wait_for(pilot, lambda: app.code == 1, what="the runner to end")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ErrorScreen)
+        assert app.query_one(StepTimeline).timeline.rows["validate"].state == "failed"
+        assert "FAILED" in str(app.query_one("#status").render())
+        await pilot.press("e")  # reopen the last error
+        assert isinstance(app.screen, ErrorScreen)
+        await pilot.press("escape", "q")  # the runner is done: q leaves at once with its code
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 1
+
+
+@pilot
+async def test_runner_crash_is_shown_not_swallowed(tmp_path):
+    ctx = make_ctx(tmp_path)
+
+    def runner(c):
+        raise RuntimeError("boom in the core")
+
+    app = LoopApp(ctx, start_event(ctx), runner=runner)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+        assert "RuntimeError: boom in the core" in str(app.screen.query_one("#error-message").render())
+        assert app.code == 1
+
+
+# ---- review with the real review step (al.machine.run; no training involved) ------------------------------------
+def _image(path: Path, seed: int, boxes: int) -> str:
+    """A small real JPEG (distinct content per seed) with `boxes` YOLO labels beside it."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+    lbl = dataset.label_path(path)
+    lbl.parent.mkdir(parents=True, exist_ok=True)
+    lbl.write_text("".join(f"{i % len(NAMES)} 0.5 0.5 0.2 0.2\n" for i in range(boxes)))
+    return str(path.resolve())
+
+
+def review_run(tmp_path: Path, export: str) -> Context:
+    """A run paused before the manual review of iteration 0 (local backend). export: 'none', 'same' (the training
+    set only) or 'new' (the training set plus the two picked images), as a YOLO dataset in dataset.combined_dir."""
+    data = tmp_path / "data"
+    train = [_image(data / "images" / "train" / f"t{i}.jpg", i, 2) for i in range(4)]
+    val = [_image(data / "images" / "val" / f"v{i}.jpg", 100 + i, 3) for i in range(4)]
+    state = RunState(iteration=0, step="review", baseline=False)
+    ctx = make_ctx(tmp_path, state)
+    ctx.cfg.review.local.thumbnails = False
+    ctx.cfg.review.local.make_zip = False
+    dataset.write_snapshot(ctx.paths.dataset_version(0), NAMES, {"train": train, "val": val, "test": []},
+                           {"version": 0, "names": NAMES, "parent": None, "origin": "config"})
+    store.write_json(ctx.paths.validation(0), {"iteration": 0, "names": NAMES, "images": [
+        {"image": v, "width": 32, "height": 32, "gt": [], "pred": [[0, 0.9, 4.0, 4.0, 12.0, 12.0]]} for v in val]})
+    crop = str(ctx.paths.fn_crops(0) / "v0_fn0_zero.jpg")
+    picks = [{"image": v, "score": 0.8 - 0.1 * i, "components": {"class_balance": 0.5, "size_diversity": 0.25,
+                                                                 "spatial_diversity": 1.0, "uncertainty": 0.1},
+              "reasons": [f"fn small 'zero' at edge (difficulty 0.{i + 3})"],
+              "errors": [{"kind": "fn", "size": "small", "class_name": "zero", "position": "edge", "crop": crop}]}
+             for i, v in enumerate(val[:2])]
+    store.write_json(ctx.paths.hard_examples(0), {"iteration": 0, "source": "val", "strategy": "fn_weighted",
+                                                  "weights": {}, "candidates": 4, "picks": picks})
+    state.save(ctx.paths)
+    if export != "none":
+        comb = ctx.cfg.dataset.combined_dir
+        for p in train + (val[:2] if export == "new" else []):
+            src = Path(p)
+            for f in (src, dataset.label_path(src)):
+                dst = comb / f.parent.parent.name / "train" / f.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(f.read_bytes())
+        (comb / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train",
+                                                        "val": "images/train", "names": NAMES}))
+    return ctx
+
+
+def stop_after_review(ctx: Context) -> None:
+    """Stop the real machine once review is done (so the test does not train)."""
+    ctx.bus.subscribe(lambda ev: ctx.stop.set() if isinstance(ev, StepFinished) and ev.step == "review" else None)
+
+
+@pilot
+async def test_review_enter_continues_with_changed_dataset(tmp_path, monkeypatch):
+    from al.machine import run
+
+    logged: list[str] = []
+    orig = LogPane.add
+    monkeypatch.setattr(LogPane, "add", lambda self, text, level="info": (logged.append(text), orig(self, text,
+                                                                                                    level)))
+    ctx = review_run(tmp_path, "new")
+    stop_after_review(ctx)
+    app = LoopApp(ctx, start_event(ctx), runner=run)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
+        screen = app.screen
+        assert screen.query_one("#picks").row_count == 2
+        assert "v0_fn0_zero.jpg" in str(screen.query_one("#pick-detail").render())
+        await wait_for(pilot, lambda: screen.diff is not None, what="the dataset check")
+        assert screen.diff.new_images == 2 and screen.diff.new_boxes == 6 and screen.diff.changed
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 130  # stopped by the test right after review
+    review = store.read_json(ctx.paths.review(0))
+    assert review["mode"] == "manual" and review["added_images"] == 2
+    assert any(t.startswith("[REVIEW] Continuing: +2 images, +6 boxes") for t in logged)
+    assert any("[REVIEW] 2 images added" in t for t in logged)  # the core's own summary of the import
+
+
+@pilot
+async def test_review_q_quits_leaving_awaiting_review(tmp_path):
+    from al.machine import run
+
+    ctx = review_run(tmp_path, "none")
+    app = LoopApp(ctx, start_event(ctx), runner=run)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 0
+    saved = store.read_json(ctx.paths.state)
+    assert saved["status"] == "awaiting_review" and saved["step"] == "review"
+    assert not ctx.paths.review(0).exists()
+
+
+@pilot
+async def test_review_unchanged_dataset_asks_before_continuing(tmp_path):
+    from al.machine import run
+
+    ctx = review_run(tmp_path, "same")
+    stop_after_review(ctx)
+    app = LoopApp(ctx, start_event(ctx), runner=run)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert app.screen.tag == "unchanged"
+        assert "adds no new images" in str(app.screen.query_one("#dialog-body").render())
+        await pilot.press("n")  # back to the review screen; the runner still waits
+        assert isinstance(app.screen, ReviewScreen) and app.running
+        assert "+0 images" in str(app.screen.query_one("#diff").render())
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert store.read_json(ctx.paths.review(0))["added_images"] == 0
+
+
+@pilot
+async def test_review_event_without_waiter_shows_paused_status(tmp_path):
+    """Non-interactive core (no wait_for_review call): the run pauses and the dashboard says so."""
+    ctx = make_ctx(tmp_path)
+    from al.events import RunPaused
+
+    evs = [IterationStarted(0), StepStarted(0, "review", "Manual review required"),
+           ReviewRequired({"iteration": 0, "hard_examples": 3, "picks": []}),
+           RunPaused(0, "review", "python al_loop.py --config c.yaml --resume", "awaiting review")]
+    app = LoopApp(ctx, start_event(ctx), runner=replay(evs, then_wait=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.code == 0, what="the runner to end")
+        assert "AWAITING REVIEW" in str(app.query_one("#status").render())
+        assert app.query_one(StepTimeline).timeline.rows["review"].state == "paused"
+        assert app.return_value is None  # stays open on the final status until q
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 0
+
+
+@pytest.mark.parametrize("flood", [2000])
+@pilot
+async def test_progress_flood_is_coalesced(tmp_path, flood):
+    ctx = make_ctx(tmp_path)
+    evs = [StepStarted(0, "validate", "Validating model")] + \
+          [Progress("validate", i, flood, "images") for i in range(1, flood + 1)] + [Message("[TEST] events sent")]
+    app = LoopApp(ctx, start_event(ctx), runner=replay(evs))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="the flood")
+        await wait_for(pilot, lambda: app.query_one(StepProgress).last.done == flood, what="the last progress")
+        assert app.events_seen < flood  # many Progress events were folded into one update
+
+
+@pilot
+async def test_review_arriving_during_quit_question_waits_for_the_answer(tmp_path):
+    ctx = make_ctx(tmp_path)
+    gate, answers = threading.Event(), []
+    info = {"iteration": 0, "hard_examples": 0, "picks": [], "combined_dir": None}
+
+    def runner(c):
+        c.bus.emit(Message("[TEST] events sent"))
+        gate.wait(10)
+        answers.append(c.wait_for_review(info))
+        return 0  # like the core: a refused review pauses the run
+
+    app = LoopApp(ctx, start_event(ctx), runner=runner)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="start")
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        gate.set()  # the review request arrives while the quit question is open
+        await wait_for(pilot, lambda: app._deferred_review is not None, what="the deferred review")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # keep running: now the review screen comes up
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
+        await pilot.press("q")  # quit from review: the runner gets False
+        await wait_for(pilot, lambda: answers == [False], what="the answer")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 0

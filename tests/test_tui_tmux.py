@@ -1,0 +1,130 @@
+"""The real program in a real terminal (tmux): progress, quit + confirm, --resume, review with Enter, history rebuilt.
+
+Dry-run on the tiny demo data (no training), manual review so the loop stops for a human.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from al import store
+from al.paths import RunPaths
+from tests.conftest import make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")]
+
+
+class Term:
+    """One program in a detached tmux session on a private server socket."""
+
+    def __init__(self, tmp: Path, name: str):
+        self.sock = f"al-tui-test-{os.getpid()}-{name}"
+        self.session = name
+        self.exit_file = tmp / f"{name}.exit"
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True, text=True, timeout=20).stdout
+
+    def start(self, argv: list[str]) -> None:
+        self.tmux("kill-session", "-t", self.session)  # the previous program's pane, kept open for inspection
+        self.exit_file.unlink(missing_ok=True)
+        # pytest exports COLUMNS/LINES (80x24), which would win over the pane's real size
+        cmd = "unset COLUMNS LINES; " + " ".join(argv) + f"; echo $? > {self.exit_file}"
+        env = {"TERM": "xterm-256color", "YOLO_OFFLINE": "1"}
+        self.tmux("new-session", "-d", "-s", self.session, "-x", "120", "-y", "40",
+                  *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], f"cd {ROOT} && {cmd}; sleep 30")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.session)
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", self.session, *keys)
+
+    def wait_text(self, *texts: str, timeout: float = 60.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            screen = self.screen()
+            if all(t in screen for t in texts):
+                return screen
+            if self.exit_file.exists():
+                break
+            time.sleep(0.2)
+        size = self.tmux("display", "-p", "-t", self.session, "#{window_width}x#{window_height}").strip()
+        raise AssertionError(f"never saw {texts} ({size}); screen:\n{self.screen()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.exit_file.exists() and self.exit_file.read_text().strip():
+                return int(self.exit_file.read_text())
+            time.sleep(0.2)
+        raise AssertionError(f"the program did not exit; screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+def _export(data: Path, out: Path, hard: Path) -> None:
+    """What a human does during review: the training split plus the picked images, in YOLO format."""
+    (out / "images" / "train").mkdir(parents=True, exist_ok=True)
+    (out / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    imgs = sorted((data / "images" / "train").glob("*.jpg"))
+    imgs += [Path(p["image"]) for p in json.loads(hard.read_text())["picks"]]
+    for img in imgs:
+        shutil.copy(img, out / "images" / "train" / img.name)
+        shutil.copy(img.parent.parent.parent / "labels" / img.parent.name / (img.stem + ".txt"),
+                    out / "labels" / "train" / (img.stem + ".txt"))
+    names = yaml.safe_load((data / "data.yaml").read_text())["names"]
+    (out / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train",
+                                                   "names": names}))
+
+
+def test_real_program_in_tmux(tmp_path, tiny_data):
+    cfg = make_config(tmp_path, tiny_data, active_learning__review_source="manual", active_learning__max_iterations=3)
+    paths = RunPaths(tmp_path / "run")
+    loop = [sys.executable, "al_loop.py", "--config", str(cfg), "--dry-run"]
+    term = Term(tmp_path, "tui")
+    try:
+        # 1. start: the dashboard shows the baseline step running; q asks, y stops at the next safe point
+        term.start(loop)
+        term.wait_text("RUNNING", "baseline", "Progress", timeout=60)
+        term.keys("q")
+        term.wait_text("Stop the run?")
+        term.keys("y")
+        assert term.wait_exit() == 130
+        assert store.read_json(paths.state)["status"] == "interrupted"
+
+        # 2. --resume: on to the review screen; export, Enter continues; at the next review q leaves it waiting
+        term.start(loop + ["--resume"])
+        term.wait_text("MANUAL REVIEW REQUIRED · iteration 0", "No reviewed labels yet")
+        _export(tiny_data.parent, tmp_path / "combined", paths.hard_examples(0))
+        term.keys("Enter")
+        term.wait_text("MANUAL REVIEW REQUIRED · iteration 1", timeout=60)
+        assert store.read_json(paths.review(0))["added_images"] == 4
+        term.keys("q")
+        assert term.wait_exit() == 0
+        state = store.read_json(paths.state)
+        assert (state["status"], state["iteration"], state["step"]) == ("awaiting_review", 1, "review")
+
+        # 3. --resume again: metrics of iterations 0 and 1 come back from disk, the run finishes
+        term.start(loop + ["--resume"])
+        screen = term.wait_text("COMPLETE", "Maximum iterations reached", timeout=60)
+        rows = re.findall(r"│ ([0-9]) +\d\.\d{3} +\d\.\d{3} +\d\.\d{3}", screen)  # It, P, R, F1 of the table
+        assert rows == ["0", "1", "2"], screen
+        term.keys("q")
+        assert term.wait_exit() == 0
+        assert store.read_json(paths.state)["status"] == "done"
+        assert [r["iteration"] for r in store.read_csv(paths.convergence_csv)] == ["0", "1", "2"]
+    finally:
+        term.close()
