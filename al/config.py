@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -45,8 +46,9 @@ class ActiveLearningConfig(_Strict):
     require_human_review: bool = True
     """Pause for a human between extract and retrain (ignored with --auto or review_source: simulated)."""
     review_source: Literal["manual", "simulated"] = "manual"
-    """manual: a human exports the reviewed dataset to dataset.combined_dir. simulated: reveal the hidden labels of
-    the picks (for datasets whose ground truth is known: the demo and benchmarks)."""
+    """manual: humans label the picks through review.backend (a local annotation package, or Roboflow); a YOLO export
+    in dataset.combined_dir is also accepted. simulated: reveal the hidden labels of the picks (for datasets whose
+    ground truth is known: the demo and benchmarks)."""
     target_f1: float = Field(0.98, gt=0, le=1)
     """Stop when validation F1 reaches this."""
     plateau_threshold: float = Field(0.005, ge=0, le=1)
@@ -74,15 +76,48 @@ class SamplingConfig(_Strict):
     """Prefer edge and corner cases."""
     uncertainty_weight: float = Field(0.2, ge=0)
     """Prefer low contrast / unusual aspect (visual difficulty)."""
+    strategy: Literal["random", "entropy", "fn_weighted", "combined"] = "combined"
+    """How images are picked. random: uniform draw (a control). entropy: the most uncertain images, judged from the
+    detection head's class probabilities before NMS. fn_weighted: seed 004's FN score (the four weights above).
+    combined: uncertainty + diversity + class balance (the combined_* weights) plus hard negatives."""
+    uncertainty_measure: Literal["entropy", "margin"] = "entropy"
+    """How a pre-NMS candidate's class confusion is measured: normalised entropy or 1 - (top1 - top2) margin."""
+    candidate_conf: float = Field(0.05, gt=0, lt=1)
+    """Pre-NMS anchors whose best class probability reaches this are uncertainty candidates."""
+    uncertainty_top_k: int = Field(10, ge=1, le=10000)
+    """An image's uncertainty is the mean of its top_k candidate uncertainties (missing ones count 0)."""
+    combined_uncertainty_weight: float = Field(0.5, ge=0)
+    """combined: weight of the image's uncertainty (divided by the pool's highest)."""
+    combined_diversity_weight: float = Field(0.3, ge=0)
+    """combined: weight of the backbone-embedding distance to the nearest labelled or already-picked image."""
+    combined_class_balance_weight: float = Field(0.2, ge=0)
+    """combined: weight of max over classes of P(image holds the class) x inverse labelled frequency."""
+    hard_negative_share: float = Field(0.2, ge=0, le=1)
+    """combined: at most this share of each iteration's picks are hard negatives (confident false positives)."""
+    hard_negative_conf: float = Field(0.5, gt=0, lt=1)
+    """A false positive at or above this confidence makes its image a hard-negative candidate."""
+    deployed_detections_dir: Path | None = None
+    """Optional folder of a deployed model's detections: one <image stem>.txt per image, lines
+    'cls xc yc w h conf' (normalised, as `yolo predict save_txt=True save_conf=True` writes). Relative paths
+    resolve against the config file's folder."""
 
     @model_validator(mode="after")
     def _not_all_zero(self):
         if sum(self.weights().values()) <= 0:
             raise ValueError("all four weights are 0; set at least one above 0")
+        if self.strategy == "combined" and sum(self.combined_weights().values()) <= 0:
+            raise ValueError("strategy 'combined' with all three combined_* weights 0; set at least one above 0")
         return self
 
     def weights(self) -> dict[str, float]:
-        return self.model_dump()
+        """fn_weighted's four weights."""
+        return {k: getattr(self, k) for k in ("class_balance_weight", "size_diversity_weight",
+                                               "spatial_diversity_weight", "uncertainty_weight")}
+
+    def combined_weights(self) -> dict[str, float]:
+        """combined's three weights, keyed as al.sampling.combined_select expects."""
+        return {"uncertainty": self.combined_uncertainty_weight, "diversity": self.combined_diversity_weight,
+                "class_balance": self.combined_class_balance_weight}
 
 
 class TrainingConfig(_Strict):
@@ -150,6 +185,113 @@ class AnalysisConfig(_Strict):
     """FN crops saved per iteration at most (hardest first)."""
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class LocalReviewConfig(_Strict):
+    import_from: Path | None = None
+    """Where the reviewed labels come back from: a folder or zip of YOLO labels, a COCO JSON, or a YOLO dataset
+    with data.yaml. Unset: the package's returned/ folder, else dataset.combined_dir (seed 004's export)."""
+    make_zip: bool = True
+    """Also write the annotation package as one zip (to send to an annotation service)."""
+    thumbnails: bool = True
+    """Write a thumbnail per image (pre-annotations drawn) and a contact sheet of all picks."""
+    thumbnail_size: int = Field(256, ge=32, le=2048)
+    """Longest side of each thumbnail in pixels."""
+    guidelines: Path | None = None
+    """Optional text file of project-specific annotation guidelines, appended to the package's GUIDELINES.md."""
+
+
+class RoboflowReviewConfig(_Strict):
+    workspace: str | None = None
+    """Roboflow workspace slug (from the project URL); unset: the API key's own workspace."""
+    project: str | None = None
+    """Roboflow project slug (from the project URL); required with review.backend: roboflow."""
+    version: int | Literal["newest"] = "newest"
+    """Dataset version to download after review: a number, or newest (the highest version number)."""
+    api_url: str | None = None
+    """Base URL of a Roboflow-compatible API; unset: the SDK's default (or the API_URL environment variable)."""
+    api_key_env: str = "ROBOFLOW_API_KEY"
+    """Environment variable that holds the API key (read first). The key is never written to any file or log."""
+    secrets_file: Path | None = None
+    """File holding the API key, used when the environment variable is unset: a bare key, or NAME=key lines
+    where NAME is api_key_env. Keep it out of version control and readable only by you."""
+    pre_annotations: bool = True
+    """Upload the model's predictions with each image so reviewers correct instead of drawing from scratch."""
+    as_predictions: bool = True
+    """Upload pre-annotations as model predictions (shown as suggestions to accept or fix), not as finished labels."""
+    upload_crops: bool = False
+    """Also upload the false-negative crops of the picked images (seed 004); annotated crops return as extra
+    training images."""
+    batch_prefix: str = Field("al", min_length=1, max_length=40)
+    """Upload batch name prefix; each iteration's batch is named '<prefix>-iteration-<k>'."""
+    tags: list[str] = Field(default_factory=list)
+    """Tags added to every uploaded image (besides '<prefix>-iteration-<k>')."""
+    class_mapping: dict[str, str | None] = Field(default_factory=dict)
+    """Export class name -> project class name, for exports whose names or order differ; null drops that class."""
+    match_classes_by_name: bool = False
+    """Accept an export whose class names equal the project's in another order (Roboflow sorts them) and remap by
+    name. Without this or class_mapping any difference in names or order is refused."""
+    use_original_images: bool = False
+    """Train on the picked original image with the export's labels instead of the exported (re-encoded) image. Only
+    correct when the Roboflow version's preprocessing keeps the geometry (none, or resize by stretching)."""
+    keep_augmented: bool = False
+    """Also merge the export's augmented copies of a picked image (Roboflow adds them to the train split)."""
+    max_retries: int = Field(5, ge=0, le=50)
+    """Retries per request on HTTP 429/5xx and connection errors."""
+    retry_backoff_s: float = Field(2.0, ge=0, le=600)
+    """First retry delay in seconds; doubled on every further retry (capped at 120 s)."""
+    export_poll_s: float = Field(10.0, gt=0, le=3600)
+    """Seconds between checks while Roboflow prepares the export (a countdown is shown)."""
+    export_timeout_s: float = Field(1800.0, gt=0, le=86400)
+    """Give up waiting for the export after this many seconds (the run stays resumable)."""
+
+    @field_validator("api_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if not _ENV_NAME.match(self.api_key_env):
+            raise ValueError(f"api_key_env {self.api_key_env!r} is not an environment variable name; use e.g. "
+                             f"ROBOFLOW_API_KEY (the variable's name, never the key itself)")
+        if self.api_url is not None and not self.api_url.startswith(("http://", "https://")):
+            raise ValueError(f"api_url {self.api_url!r} must start with http:// or https://")
+        for name in ("workspace", "project"):
+            val = getattr(self, name)
+            if val is not None and (not val or "/" in val or val != val.strip()):
+                raise ValueError(f"{name} {val!r} must be the bare slug from the project URL, e.g. "
+                                 f"app.roboflow.com/<workspace>/<project>")
+        bad = [k for k, v in self.class_mapping.items() if not k or v == ""]
+        if bad:
+            raise ValueError(f"class_mapping has empty names at {bad}; map an export class to a project class "
+                             f"name, or to null to drop it")
+        if isinstance(self.version, int) and self.version < 1:
+            raise ValueError(f"version {self.version} must be 1 or more, or newest")
+        return self
+
+
+class ReviewConfig(_Strict):
+    backend: Literal["local", "roboflow"] = "local"
+    """Where humans review the picks (active_learning.review_source: manual): local writes an annotation package
+    and imports the labels back (works offline); roboflow uploads to a Roboflow project and downloads an export."""
+    pre_annotation_conf: float | None = Field(None, gt=0, lt=1)
+    """Predictions at or above this confidence become pre-annotations; unset: validation.conf."""
+    near_duplicate_distance: int | None = Field(5, ge=0, le=32)
+    """Warn when an image added to training is this close (Hamming distance of a 64-bit perceptual hash) to a
+    validation or test image; null disables the check. Exact duplicates are always dropped by content hash."""
+    local: LocalReviewConfig = Field(default_factory=LocalReviewConfig)
+    roboflow: RoboflowReviewConfig = Field(default_factory=RoboflowReviewConfig)
+
+    @model_validator(mode="after")
+    def _backend_needs(self):
+        if self.backend == "roboflow" and not self.roboflow.project:
+            raise ValueError("backend 'roboflow' needs review.roboflow.project (the project slug from its URL, "
+                             "app.roboflow.com/<workspace>/<project>); or use backend: local")
+        return self
+
+
 class Config(_Strict):
     run_dir: Path = Path("active_learning")
     """Where iterations/, metrics/ and prompt_versions/ are written."""
@@ -161,6 +303,7 @@ class Config(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     source_path: Path | None = Field(None, exclude=True)
     """The config file this was read from (set by load_config)."""
@@ -240,6 +383,9 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
     ds.combined_dir = _resolve(base, ds.combined_dir)
     cfg.run_dir = _resolve(base, cfg.run_dir)
     cfg.prompts.source = _resolve(base, cfg.prompts.source)
+    cfg.review.local.import_from = _resolve(base, cfg.review.local.import_from)
+    cfg.review.local.guidelines = _resolve(base, cfg.review.local.guidelines)
+    cfg.review.roboflow.secrets_file = _resolve(base, cfg.review.roboflow.secrets_file)
     if cfg.model.baseline.endswith(".pt"):
         cfg.model.baseline = str(_resolve(base, Path(cfg.model.baseline)))
     cfg.source_path = path.resolve()
@@ -264,6 +410,9 @@ def _check_files(cfg: Config, path: Path, text: str) -> None:
     need(("dataset", "pool_dir"), cfg.dataset.pool_dir, "folder", True)
     need(("dataset", "pool_labels_dir"), cfg.dataset.pool_labels_dir, "folder", True)
     need(("prompts", "source"), cfg.prompts.source, "file")
+    need(("review", "local", "guidelines"), cfg.review.local.guidelines, "file")
+    if cfg.review.backend == "roboflow":
+        need(("review", "roboflow", "secrets_file"), cfg.review.roboflow.secrets_file, "secrets file")
     if cfg.model.baseline.endswith(".pt"):
         need(("model", "baseline"), Path(cfg.model.baseline), "weights file")
     elif not cfg.model.baseline.endswith((".yaml", ".yml")):

@@ -179,3 +179,102 @@ def build_untrained(model_yaml: str, names: list[str], out: Path) -> Path:
     y.save(tmp)
     os.replace(tmp, out)
     return out
+
+
+@dataclass
+class RawPrediction:
+    """One image's post-NMS detections plus what NMS throws away: the dense head's class probabilities of the
+    candidate anchors before NMS, each class's best probability anywhere, and a backbone embedding."""
+
+    pred: Prediction
+    candidates: np.ndarray  # (M, nc) sigmoid class probabilities of pre-NMS anchors whose best class >= cand_conf
+    class_max: np.ndarray  # (nc,) highest probability of each class over all anchors
+    embedding: np.ndarray  # (D,) global-average-pooled feature map of the last backbone layer
+
+
+def _hook_points(net):
+    """(detection head, last backbone layer) of the torch model inside Ultralytics' predictor."""
+    import torch
+    from ultralytics.nn.modules.head import Detect
+    from ultralytics.nn.tasks import BaseModel
+
+    inner = getattr(getattr(net, "backend", None), "model", None)  # AutoBackend keeps the torch model here
+    roots = [r for r in (inner, net) if isinstance(r, torch.nn.Module)]
+    dm = next((m for r in roots for m in r.modules() if isinstance(m, BaseModel)), None)
+    if dm is None or not isinstance(dm.model[-1], Detect):
+        raise DetectorError("Pool scoring needs a native PyTorch YOLO detection model (.pt or model YAML); this "
+                            "model has no Detect head. Use a detection checkpoint.")
+    n_backbone = len((getattr(dm, "yaml", None) or {}).get("backbone", [])) or len(dm.model) - 1
+    return dm.model[-1], dm.model[n_backbone - 1]
+
+
+def predict_raw(
+    weights: str | Path,
+    images: list[str],
+    *,
+    imgsz: int,
+    conf: float,
+    iou: float,
+    batch: int,
+    device: str,
+    cand_conf: float = 0.05,
+    max_candidates: int = 100,
+    on_progress: Callable[[int, int], None] | None = None,
+    model=None,
+) -> Iterator[RawPrediction]:
+    """Like `predict` (same batched, streamed Ultralytics pass, same preprocessing and NMS), but each image also
+    carries the head's pre-NMS class probabilities and a backbone embedding, taken by forward hooks during that
+    one pass: no second inference."""
+    if not images:
+        return
+    import torch
+
+    model = model or load_model(weights)
+    total, done, step = len(images), 0, max(batch * 8, 1)
+    for start in range(0, total, step):
+        gen = model.predict(source=images[start:start + step], stream=True, imgsz=imgsz, conf=conf, iou=iou,
+                            batch=batch, device=resolve_device(device), verbose=False, save=False)
+        # model.predict builds (or re-arms) the predictor before returning the generator, so its torch model
+        # (a fused copy of ours) exists now and the hooks go on the modules that will actually run
+        head, backbone_end = _hook_points(model.predictor.model)
+        cap: dict = {}
+
+        def on_head(module, inputs, output):
+            raw = output[1] if isinstance(output, tuple) else None
+            if not isinstance(raw, dict):
+                raise DetectorError("Unexpected Detect head output; pool scoring supports YOLOv8/11/26 detectors.")
+            if "one2one" in raw:
+                raw = raw["one2one" if module.end2end else "one2many"]
+            probs = raw["scores"].float().sigmoid()  # (B, nc, A): independent per-class scores, as NMS sees them
+            best = probs.amax(1)  # (B, A)
+            top, idx = best.topk(min(max_candidates, best.shape[1]), dim=1)
+            cand = probs.gather(2, idx[:, None, :].expand(-1, probs.shape[1], -1)).transpose(1, 2)
+            cap.update(top=top.cpu().numpy(), cand=cand.cpu().numpy(), class_max=probs.amax(2).cpu().numpy(),
+                       i=0)
+
+        def on_backbone(module, inputs, output):
+            cap["emb"] = output.float().mean(dim=(2, 3)).cpu().numpy()
+
+        handles = [head.register_forward_hook(on_head), backbone_end.register_forward_hook(on_backbone)]
+        try:
+            with torch.inference_mode():
+                for r in gen:
+                    i = cap["i"]
+                    cap["i"] = i + 1  # results come in batch order, after that batch's forward pass
+                    b = r.boxes
+                    h, w = r.orig_shape
+                    keep = cap["top"][i] >= cand_conf
+                    pred = Prediction(path=str(r.path), width=int(w), height=int(h),
+                                      boxes=b.xyxy.cpu().numpy().astype(np.float64),
+                                      cls=b.cls.cpu().numpy().astype(int),
+                                      conf=b.conf.cpu().numpy().astype(np.float64))
+                    yield RawPrediction(pred=pred, candidates=cap["cand"][i][keep].astype(np.float32),
+                                        class_max=cap["class_max"][i].astype(np.float32),
+                                        embedding=cap["emb"][i].astype(np.float32))
+                    done += 1
+                    if on_progress:
+                        on_progress(done, total)
+        finally:
+            for hd in handles:
+                hd.remove()
+            gen.close()

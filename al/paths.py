@@ -35,6 +35,12 @@ class RunPaths:
     def dataset_yaml(self, v: int) -> Path:
         return self.dataset_version(v) / "data.yaml"
 
+    def manifest(self, v: int) -> Path:
+        return self.dataset_version(v) / "manifest.json"
+
+    def manifest_diff(self, v: int) -> Path:
+        return self.dataset_version(v) / "manifest_diff.json"
+
     def added_images(self, iteration: int) -> Path:
         return self.dataset_root / "added" / f"iteration_{iteration}" / "images"
 
@@ -81,6 +87,29 @@ class RunPaths:
 
     def review(self, k: int) -> Path:
         return self.iteration(k) / "review.json"
+
+    def review_request(self, k: int) -> Path:
+        """Written when the human was asked to review iteration k (the step resumes into the import after it)."""
+        return self.iteration(k) / "review_request.json"
+
+    def package(self, k: int) -> Path:
+        return self.iteration(k) / "review_package"
+
+    def package_zip(self, k: int) -> Path:
+        return self.iteration(k) / f"review_package_iteration_{k}.zip"
+
+    def returned(self, k: int) -> Path:
+        return self.package(k) / "returned"
+
+    def unpacked(self, k: int) -> Path:
+        """Where a returned zip is extracted (after its member names were checked)."""
+        return self.iteration(k) / "review_returned_unpacked"
+
+    def roboflow_upload(self, k: int) -> Path:
+        return self.iteration(k) / "roboflow_upload.json"
+
+    def roboflow_export(self, k: int, version: int) -> Path:
+        return self.iteration(k) / f"roboflow_export_v{version}"
 
     def metadata(self, k: int) -> Path:
         return self.iteration(k) / "metadata.json"

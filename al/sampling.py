@@ -1,4 +1,6 @@
-"""Hard-example scoring and selection (seed 004's weighted score): pure functions of error records and counts.
+"""Hard-example scoring and selection: pure functions of error records, counts and (numpy) model outputs.
+
+Seed 004's weighted FN score (strategy fn_weighted):
 
 score = class_balance_weight    * class_balance
       + size_diversity_weight   * size_diversity
@@ -7,6 +9,9 @@ score = class_balance_weight    * class_balance
 
 Each component lies in [0, 1]; the score is the plain weighted sum (in [0, sum of weights]), so with the default
 weights (0.3, 0.3, 0.2, 0.2) it lies in [0, 1]. Records follow docs/DESIGN.md (error_report.json "errors").
+
+Pool strategies (entropy, combined; the second half of this module) score images from the detection head's class
+probabilities *before* NMS, so boxes that NMS suppresses still count, and from backbone embeddings (diversity).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import math
 import random
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
+
+import numpy as np
 
 WEIGHT_KEYS = ("class_balance_weight", "size_diversity_weight", "spatial_diversity_weight", "uncertainty_weight")
 COMPONENT_KEYS = ("class_balance", "size_diversity", "spatial_diversity", "uncertainty")
@@ -248,3 +255,191 @@ def _check_size(size: str) -> None:
 
 def _clip01(x: float) -> float:
     return min(1.0, max(0.0, x))
+
+
+# --- pool strategies: uncertainty before NMS, diversity, class balance --------------------------------------------
+
+STRATEGIES = ("random", "entropy", "fn_weighted", "combined")
+MEASURES = ("entropy", "margin")
+COMBINED_KEYS = ("uncertainty", "diversity", "class_balance")
+_EPS = 1e-7
+
+
+def binary_entropy(p) -> np.ndarray:
+    """Entropy of "object or not" for each probability, in bits: 1.0 at p = 0.5, 0.0 at p = 0 or 1."""
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.where(h < 1e-5, 0.0, h)
+
+
+def class_confusion(probs, measure: str = "entropy") -> np.ndarray:
+    """Per candidate (rows of (M, nc) per-class probabilities): how undecided it is between classes, in [0, 1].
+
+    The scores are normalised to a distribution q = p / sum(p). entropy: H(q) / ln(nc); margin: 1 - (q1 - q2)
+    with q1 >= q2 the two largest. One class, or all-zero scores: 0.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(probs), -1) if len(probs) else np.zeros((0, 1))
+    m, nc = probs.shape
+    if m == 0 or nc < 2:
+        return np.zeros(m)
+    total = probs.sum(axis=1, keepdims=True)
+    q = np.divide(probs, total, out=np.zeros_like(probs), where=total > 0)
+    if measure == "entropy":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
+        out = h / math.log(nc)
+    elif measure == "margin":
+        top2 = -np.sort(-q, axis=1)[:, :2]
+        out = 1.0 - (top2[:, 0] - top2[:, 1])
+    else:
+        raise ValueError(f"uncertainty measure {measure!r} is not one of {', '.join(MEASURES)}")
+    return np.where(total[:, 0] > 0, np.clip(out, 0.0, 1.0), 0.0)
+
+
+def candidate_uncertainty(probs, measure: str = "entropy") -> np.ndarray:
+    """Per pre-NMS candidate: max(binary_entropy(p_max), p_max * class_confusion), in [0, 1].
+
+    The first term is "is this an object?" (highest at p_max = 0.5); the second is "which class?", weighted by
+    p_max so faint background anchors with flat, meaningless class scores do not count as confusion.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.size == 0:
+        return np.zeros(0)
+    probs = probs.reshape(len(probs), -1)
+    pmax = probs.max(axis=1)
+    return np.maximum(binary_entropy(pmax), pmax * class_confusion(probs, measure))
+
+
+def image_uncertainty(probs, top_k: int, measure: str = "entropy") -> float:
+    """Mean of the top_k largest candidate uncertainties, counting missing candidates as 0 (so in [0, 1]):
+    an image with several undecided objects outranks one with a single undecided anchor."""
+    if top_k < 1:
+        raise ValueError(f"top_k is {top_k}; it must be >= 1")
+    u = candidate_uncertainty(probs, measure)
+    if u.size == 0:
+        return 0.0
+    top = np.sort(u)[::-1][:top_k]
+    return float(top.sum() / top_k)
+
+
+def inverse_frequency(class_counts: Sequence[int]) -> np.ndarray:
+    """Weight per class: (min count + 1) / (count + 1): 1.0 for the rarest labelled class, less for common ones."""
+    counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 0)
+    if counts.size == 0:
+        return counts
+    return (counts.min() + 1.0) / (counts + 1.0)
+
+
+def rare_class_score(class_max, class_counts: Sequence[int]) -> tuple[float, int]:
+    """(score, class): max over classes of P(image holds class c) * inverse_frequency[c], in [0, 1].
+
+    P(image holds c) is the highest probability of class c at any anchor of the image (before NMS).
+    """
+    p = np.asarray(class_max, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        return 0.0, -1
+    w = inverse_frequency(class_counts)
+    if w.size != p.size:
+        raise ValueError(f"{p.size} class probabilities but {w.size} class counts")
+    v = p * w
+    c = int(np.argmax(v))
+    return float(v[c]), c
+
+
+def normalize_rows(x) -> np.ndarray:
+    """L2-normalise each row (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+def _min_cos_dist(x: np.ndarray, ref: np.ndarray | None, chunk: int = 4096) -> np.ndarray:
+    """Cosine distance of each (normalised) row of x to its nearest row of ref; +inf where ref is empty."""
+    out = np.full(len(x), np.inf)
+    if ref is None or len(ref) == 0:
+        return out
+    for s in range(0, len(ref), chunk):
+        out = np.minimum(out, (1.0 - x @ ref[s:s + chunk].T).min(axis=1))
+    return np.maximum(out, 0.0)
+
+
+def k_center_greedy(emb, k: int, labelled=None) -> list[tuple[int, float]]:
+    """Core-set k-center greedy on cosine distance: repeatedly take the row farthest from everything chosen so far
+    (and from `labelled`). Returns [(index, its distance when chosen)]; with nothing chosen yet the first pick is
+    row 0 (distance inf). Ties go to the lower index."""
+    x = normalize_rows(emb)
+    ref = normalize_rows(labelled) if labelled is not None and len(labelled) else None
+    d = _min_cos_dist(x, ref)
+    out: list[tuple[int, float]] = []
+    taken = np.zeros(len(x), dtype=bool)
+    for _ in range(min(max(k, 0), len(x))):
+        cand = np.where(taken, -1.0, d)
+        i = int(np.argmax(cand))
+        out.append((i, float(d[i])))
+        taken[i] = True
+        d = np.minimum(d, np.maximum(1.0 - x @ x[i], 0.0))
+    return out
+
+
+def validate_combined_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """The three combined weights (uncertainty, diversity, class_balance) as floats >= 0, not all 0."""
+    out = {}
+    for key in COMBINED_KEYS:
+        if key not in weights:
+            raise ValueError(f"combined weight {key!r} is missing; expected {', '.join(COMBINED_KEYS)}")
+        v = float(weights[key])
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"combined weight {key!r} = {weights[key]!r}; it must be a finite number >= 0")
+        out[key] = v
+    unknown = sorted(set(weights) - set(COMBINED_KEYS))
+    if unknown:
+        raise ValueError(f"unknown combined weight {unknown[0]!r}; expected {', '.join(COMBINED_KEYS)}")
+    if sum(out.values()) <= 0:
+        raise ValueError("all combined weights are 0; set at least one above 0")
+    return out
+
+
+def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float],
+                    labelled_emb=None) -> list[dict]:
+    """Greedy batch: each step takes the image with the highest
+        w_u * uncertainty / max(uncertainty) + w_d * diversity + w_c * rare
+    where diversity = its cosine distance to the nearest labelled or already-picked image, divided by the largest
+    such distance among the remaining images (1.0 for all while nothing is labelled or picked). Picking updates
+    the distances, so the batch spreads out (k-center greedy) instead of taking ten near-identical frames.
+
+    Returns up to k dicts {"index", "score", "components": {uncertainty, diversity, class_balance}}, in pick order.
+    Ties go to the lower index.
+    """
+    w = validate_combined_weights(weights)
+    u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+    r = np.asarray(rare, dtype=np.float64).reshape(-1)
+    n = len(u)
+    if len(r) != n or len(emb) != n:
+        raise ValueError(f"uncertainty ({n}), rare ({len(r)}) and embeddings ({len(emb)}) differ in length")
+    top = u.max() if n else 0.0
+    un = u / top if top > 0 else np.zeros(n)
+    x = normalize_rows(emb) if n else np.zeros((0, 1))
+    ref = normalize_rows(labelled_emb) if labelled_emb is not None and len(labelled_emb) else None
+    d = _min_cos_dist(x, ref)
+    taken = np.zeros(n, dtype=bool)
+    out = []
+    for _ in range(min(max(k, 0), n)):
+        finite = d[~taken & np.isfinite(d)]
+        dmax = finite.max() if finite.size else 0.0
+        div = np.where(np.isinf(d), 1.0, d / dmax if dmax > 0 else 0.0)
+        score = w["uncertainty"] * un + w["diversity"] * div + w["class_balance"] * r
+        score = np.where(taken, -np.inf, score)
+        i = int(np.argmax(score))
+        out.append({"index": i, "score": float(score[i]),
+                    "components": {"uncertainty": float(un[i]), "diversity": float(div[i]),
+                                   "class_balance": float(r[i])}})
+        taken[i] = True
+        d = np.minimum(d, np.maximum(1.0 - x @ x[i], 0.0))
+    return out
+
+
+def top_uncertain(uncertainty, k: int) -> list[int]:
+    """Indices of the k most uncertain images, most uncertain first; ties go to the lower index."""
+    u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+    order = np.lexsort((np.arange(len(u)), -u))
+    return [int(i) for i in order[:max(k, 0)]]

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from al import dataset, store
+from al import dataset
 from al.config import Config
 from al.context import Context, Options, RunState
 from al.events import EventBus

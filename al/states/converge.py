@@ -42,7 +42,7 @@ def history_rows(ctx: Context, upto: int) -> list[dict]:
 
 
 def run(ctx: Context) -> str:
-    k, cfg, al = ctx.k, ctx.cfg, ctx.cfg.active_learning
+    k, al = ctx.k, ctx.cfg.active_learning
     row = build_row(ctx, k)
     rows = history_rows(ctx, k) + [row]
     hist = [{"iteration": int(r["iteration"]), "f1": float(r["f1"]), "train_f1": _num(r["train_f1"])} for r in rows]

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from al import dataset, store
+from al import store
 from al.context import Context, Interrupted, StepError
 from al.events import EpochEnd, Message, Progress
 

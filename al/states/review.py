@@ -1,8 +1,8 @@
-"""Step 5: human review (pause / wait), simulated reveal, or --auto pseudo-labels; then the next dataset version."""
+"""Step 5: human review (a local annotation package or Roboflow), the simulated reveal, or --auto pseudo-labels;
+then the guarded merge into the next dataset version and its manifest (al/review/)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,51 +10,63 @@ import numpy as np
 from al import dataset, store
 from al.context import Context, StepError
 from al.events import Message, ReviewRequired
-
-
-def _copy_with_labels(img: str, boxes: np.ndarray, w: int, h: int, img_dir: Path, lbl_dir: Path) -> str:
-    """Copy an image into the run's 'added' folder with its YOLO labels beside (Ultralytics' images/labels)."""
-    dst = img_dir / Path(img).name
-    if not dst.exists() or dst.stat().st_size != Path(img).stat().st_size:
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(img, tmp)
-        tmp.replace(dst)
-    dataset.write_labels(lbl_dir / (dst.stem + ".txt"), boxes, w, h)
-    return str(dst.resolve())
+from al.paths import RunPaths
+from al.review import Labelled, manifest, norm_boxes, pick_predictions
 
 
 def review_info(ctx: Context, picks: list[dict]) -> dict:
+    """What the human is asked to do (the console block and the TUI's review screen are built from this)."""
     k, paths, cfg = ctx.k, ctx.paths, ctx.cfg
+    rp = paths
     combined = cfg.dataset.combined_dir
-    return {
+    backend = cfg.review.backend
+    info = {
         "iteration": k, "hard_examples": len(picks), "fn_crops": str(paths.fn_crops(k)),
         "hard_examples_file": str(paths.hard_examples(k)), "prompt_suggestions": str(paths.prompt_suggestions(k)),
-        "combined_dir": str(combined) if combined else None, "picks": picks,
-        "steps": [
-            f"Review false negative crops in {paths.fn_crops(k)}",
-            f"Review the picked images listed in {paths.hard_examples(k)}",
-            "Upload them to your annotation tool (Roboflow or a local tool) and annotate them",
-            f"Export the augmented dataset in YOLO format to {combined or '<dataset.combined_dir>'} "
-            f"(with its data.yaml; class names in the same order)",
-            f"Review prompt suggestions in {paths.prompt_suggestions(k)}",
-            f"Update prompts in {paths.prompts(k)} if needed",
-        ],
+        "combined_dir": str(combined) if combined else None, "picks": picks, "backend": backend,
     }
+    first = [f"Review false negative crops in {paths.fn_crops(k)}",
+             f"Review the picked images listed in {paths.hard_examples(k)}"]
+    last = [f"Review prompt suggestions in {paths.prompt_suggestions(k)}",
+            f"Update prompts in {paths.prompts(k)} if needed"]
+    if backend == "roboflow":
+        r = cfg.review.roboflow
+        batch = f"{r.batch_prefix}-iteration-{k}"
+        where = f"{r.workspace or '<your workspace>'}/{r.project}"
+        info["roboflow"] = {"workspace": r.workspace, "project": r.project, "batch": batch, "version": r.version}
+        which = "the newest version" if r.version == "newest" else f"version {r.version}"
+        middle = [f"The picks are uploaded to Roboflow project {where} as batch '{batch}' (tagged '{batch}')"
+                  + (", with the model's predictions as pre-annotations" if r.pre_annotations else ""),
+                  "Annotate the batch in Roboflow: correct the pre-annotations, mark images without objects as null",
+                  f"Generate a new dataset version in Roboflow; {which} is downloaded in YOLO format when you "
+                  f"continue"]
+    else:
+        lc = cfg.review.local
+        back = lc.import_from or rp.returned(k)
+        info.update(package_dir=str(rp.package(k)), package_zip=str(rp.package_zip(k)) if lc.make_zip else None,
+                    returned_dir=str(rp.returned(k)), import_from=str(back))
+        middle = [f"Open the annotation package {rp.package(k)}" + (f" (or {rp.package_zip(k)})" if lc.make_zip
+                                                                   else "")
+                  + ": images/, pre-annotations in labels/ (YOLO) and annotations_coco.json (COCO), "
+                    "contact_sheet.jpg, GUIDELINES.md",
+                  "Correct the pre-annotations in your annotation tool (they are the model's own detections)",
+                  f"Put the corrected labels in {back} (YOLO .txt files, a COCO JSON, or a zip of either)"
+                  + (f", or export the whole reviewed dataset in YOLO format to {combined} (with its data.yaml; "
+                     f"class names in the same order)" if combined and not lc.import_from else "")]
+    info["steps"] = first + middle + last
+    return info
 
 
 def review_block(info: dict) -> str:
     """Seed 004's console block, with this run's real paths."""
     bar = "=" * 80
     lines = [bar, "MANUAL REVIEW REQUIRED", bar, f"Iteration: {info['iteration']}",
-             f"Hard examples: {info['hard_examples']}", f"FN crops saved to: {info['fn_crops']}", "", "NEXT STEPS:"]
+             f"Hard examples: {info['hard_examples']}", f"FN crops saved to: {info['fn_crops']}"]
+    if info.get("backend_status"):
+        lines.append(f"Review backend: {info['backend_status']}")
+    lines += ["", "NEXT STEPS:"]
     lines += [f"{i}. {s}" for i, s in enumerate(info["steps"], 1)]
     return "\n".join(lines) + "\n" + bar
-
-
-def _pick_predictions(ctx: Context) -> dict[str, dict]:
-    src = ctx.paths.validation(ctx.k) if ctx.cfg.dataset.mining_source == "val" else ctx.paths.pool_predictions(ctx.k)
-    data = store.read_json(src, required=("images",))
-    return {r["image"]: r for r in data["images"]}
 
 
 def _thresholds(ctx: Context, names: list[str]) -> np.ndarray:
@@ -66,10 +78,10 @@ def _thresholds(ctx: Context, names: list[str]) -> np.ndarray:
     return np.array([al.pseudo_label_conf_per_class.get(n, al.pseudo_label_conf) for n in names])
 
 
-def _labels_for_picks(ctx: Context, picks: list[dict], names: list[str], mode: str) -> list[dict]:
-    """Boxes for each pick: hidden ground truth (simulated) or thresholded predictions (pseudo)."""
+def _labels_for_picks(ctx: Context, picks: list[dict], names: list[str], mode: str) -> list[Labelled]:
+    """Each pick with hidden ground truth (simulated) or per-class thresholded predictions (pseudo)."""
     out = []
-    recs = _pick_predictions(ctx)
+    recs = pick_predictions(ctx)
     thr = _thresholds(ctx, names) if mode == "pseudo" else None
     for pk in picks:
         img = pk["image"]
@@ -86,33 +98,47 @@ def _labels_for_picks(ctx: Context, picks: list[dict], names: list[str], mode: s
             boxes = dataset.read_labels(dataset.label_path(img), len(names), w, h)
         else:
             boxes = dataset.read_labels(ctx.cfg.dataset.pool_labels_dir / (Path(img).stem + ".txt"), len(names), w, h)
-        out.append({"image": img, "boxes": boxes, "width": w, "height": h})
+        out.append(Labelled(src=img, boxes=norm_boxes(boxes, w, h), source=mode, label_origin=mode, pick=img))
     return out
 
 
-def _import_combined(ctx: Context, names: list[str]) -> list[str]:
-    """Images of the human-exported YOLO dataset (all its splits but test), after checking its class names."""
-    cdir = ctx.cfg.dataset.combined_dir
-    if cdir is None:
-        raise StepError(f"{ctx.cfg.source_path}: key 'dataset.combined_dir' is not set; set it to the folder you "
-                        f"export the reviewed dataset to, or use --auto / review_source: simulated.")
-    yml = cdir / "data.yaml"
-    if not yml.is_file():
-        raise StepError(f"Dataset not found: {yml}. Export the reviewed dataset in YOLO format to {cdir} "
-                        f"(images/, labels/, data.yaml), then run again with --resume.")
-    spec = dataset.read_data_yaml(yml)
-    if spec.names != names:
-        raise StepError(f"{yml}: class names {spec.names} differ from the model's {names}. Export with the same "
-                        f"classes in the same order, then run again with --resume.")
-    return list(dict.fromkeys(spec.splits["train"] + spec.splits["val"]))
+# ------------------------------------------------------------------------------------------------------- the step
+
+def _backend(name: str):
+    """The review backend module: prepare(ctx, picks, names) -> info, collect(ctx, picks, names) -> labelled."""
+    if name == "roboflow":
+        from al.review import roboflow
+
+        return roboflow
+    from al.review import local
+
+    return local
+
+
+def _guard_test(ctx: Context, picks: list[dict], test: list[str]) -> list[dict]:
+    """The test split is frozen: a pick from it (a bug upstream or a hand-edited file) is never reviewed."""
+    frozen = set(test)
+    bad = [p["image"] for p in picks if p["image"] in frozen]
+    if bad:
+        ctx.bus.emit(Message(f"[REVIEW] WARNING: {len(bad)} picks are test images and were dropped (the test split "
+                             f"is frozen), e.g. {bad[0]}", "warning"))
+    return [p for p in picks if p["image"] not in frozen]
+
+
+def _was_asked(rp: RunPaths, k: int, backend: str) -> bool:
+    """The step already handed iteration k's picks to this backend and paused (its request record exists)."""
+    f = rp.review_request(k)
+    return f.is_file() and store.read_json(f).get("backend") == backend
 
 
 def run(ctx: Context) -> str:
+    """Review the picks (pause for a human, or label them), merge them, write the next dataset version."""
     k, paths, cfg = ctx.k, ctx.paths, ctx.cfg
+    rp = paths
     hard = store.read_json(paths.hard_examples(k), required=("picks",))
-    picks = hard["picks"]
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
     names = list(ver["names"])
+    picks = _guard_test(ctx, hard["picks"], splits["test"])
     al = cfg.active_learning
     if ctx.opts.auto:
         mode = "pseudo"
@@ -122,66 +148,93 @@ def run(ctx: Context) -> str:
         mode = "manual"
     info = review_info(ctx, picks)
     info["mode"] = mode
+    summary: dict = {}
 
-    if mode == "manual" and al.require_human_review and ctx.state.status != "awaiting_review":
-        ctx.bus.emit(ReviewRequired(info))
-        ctx.bus.emit(Message(review_block(info)))
-        if not (ctx.opts.interactive and ctx.wait_for_review and ctx.wait_for_review(info)):
-            return "pause"
+    if mode == "manual":
+        backend = _backend(cfg.review.backend)
+        prepare, collect = backend.prepare, backend.collect
+        asked = ctx.state.status == "awaiting_review" and _was_asked(rp, k, cfg.review.backend)
+        if al.require_human_review and not asked:
+            info.update(prepare(ctx, picks, names))
+            store.write_json(rp.review_request(k), {"iteration": k, "backend": cfg.review.backend, "picks": len(picks),
+                                             **{key: v for key, v in info.items() if key != "picks"}})
+            ctx.bus.emit(ReviewRequired(info))
+            ctx.bus.emit(Message(review_block(info)))
+            if not (ctx.opts.interactive and ctx.wait_for_review and ctx.wait_for_review(info)):
+                return "pause"
+        cands, summary = collect(ctx, picks, names)
     elif mode == "simulated":
         ctx.bus.emit(Message(f"[REVIEW] SIMULATED review: revealing the hidden ground truth of {len(picks)} picks"))
-    elif mode == "pseudo":
-        ctx.bus.emit(Message(f"[REVIEW] --auto: labelling {len(picks)} picks with model predictions (pseudo-labels)"))
-
-    test_hashes = {dataset.file_hash(p) for p in splits["test"]}
-    img_dir, lbl_dir = paths.added_images(k), paths.added_labels(k)
-    added: list[str] = []
-    added_boxes = 0
-    skipped_test = 0
-    if mode == "manual":
-        cand = _import_combined(ctx, names)
-        returned = len({Path(p["image"]).name for p in picks} & {Path(c).name for c in cand})
-        origin = "human"
+        cands = _labels_for_picks(ctx, picks, names, mode)
     else:
-        img_dir.mkdir(parents=True, exist_ok=True)
-        lbl_dir.mkdir(parents=True, exist_ok=True)
-        cand = []
-        for lab in _labels_for_picks(ctx, picks, names, mode):
-            cand.append(_copy_with_labels(lab["image"], lab["boxes"], lab["width"], lab["height"], img_dir, lbl_dir))
-            added_boxes += len(lab["boxes"])
-        returned = len(cand)
-        origin = mode
+        ctx.bus.emit(Message(f"[REVIEW] --auto: labelling {len(picks)} picks with model predictions (pseudo-labels)"))
+        cands = _labels_for_picks(ctx, picks, names, mode)
+        summary["pseudo_thresholds"] = dict(zip(names, _thresholds(ctx, names).tolist()))
 
-    train_hashes = {dataset.file_hash(p) for p in splits["train"]}
-    for c in cand:
-        h = dataset.file_hash(c)
-        if h in test_hashes:
-            skipped_test += 1  # the frozen test split must never reach training
-            continue
-        if h not in train_hashes:
-            train_hashes.add(h)
-            added.append(c)
-    if skipped_test:
-        ctx.bus.emit(Message(f"[REVIEW] WARNING: {skipped_test} images identical to test images were not added "
-                             f"to training (the test split is frozen)", "warning"))
-    if mode == "manual":
-        added_boxes = sum(dataset.class_counts(added, len(names)))
-    # images now in training leave the validation split (moved, not copied)
-    new_val = [v for v in splits["val"] if dataset.file_hash(v) not in train_hashes]
-    removed = len(splits["val"]) - len(new_val)
-    new_splits = {"train": splits["train"] + added, "val": new_val, "test": splits["test"]}
-    if not new_val:
+    near = cfg.review.near_duplicate_distance
+    fresh = not rp.manifest(k).is_file()
+    man = manifest.for_version(rp.manifest(k), k, splits, str(cfg.dataset.data_yaml), with_phash=near is not None)
+    extra = {}
+    if fresh and k == 0 and near is not None:  # the configured dataset itself, checked once
+        extra["near_duplicates"] = manifest.near_duplicates(man, splits["train"], near)
+        if extra["near_duplicates"]:
+            ex = extra["near_duplicates"][0]
+            ctx.bus.emit(Message(f"[DATASET] WARNING: {len(extra['near_duplicates'])} training images are "
+                                 f"near-duplicates of validation/test images (perceptual hash), e.g. "
+                                 f"{Path(ex['image']).name} ~ {ex['split']} {Path(ex['other']).name}; listed in "
+                                 f"{rp.manifest(k)}", "warning"))
+    manifest.save(man, rp.manifest(k), ver["id"], ver.get("parent"), **extra)
+    res = manifest.merge(man, splits, cands, iteration=k, img_dir=paths.added_images(k),
+                         lbl_dir=paths.added_labels(k), nc=len(names), iou=cfg.validation.iou, near_distance=near)
+    if res.pseudo_check:
+        res.pseudo_check = _named(res.pseudo_check, names)
+    _report_merge(ctx, res)
+    if not res.splits["val"]:
         raise StepError(f"Review of iteration {k} would leave the validation split empty; lower "
                         f"active_learning.max_samples_per_iteration or add validation images.")
-    new_ver = dataset.write_snapshot(paths.dataset_version(k + 1), names, new_splits,
+    origin = "human" if mode == "manual" else mode
+    new_ver = dataset.write_snapshot(paths.dataset_version(k + 1), names, res.splits,
                                      {"version": k + 1, "names": names, "parent": ver["id"], "origin": origin,
-                                      "added": len(added), "removed_from_val": removed})
-    summary = {"iteration": k, "mode": mode, "simulation": mode == "simulated", "picks": len(picks),
-               "returned_labelled": returned, "added_images": len(added), "added_boxes": added_boxes,
-               "removed_from_val": removed, "skipped_test_duplicates": skipped_test,
-               "dataset_version": new_ver["id"], "dataset_counts": new_ver["counts"]}
-    store.write_json(paths.review(k), summary)
+                                      "added": len(res.added), "removed_from_val": len(res.moved_from_val),
+                                      "manifest": str(rp.manifest(k + 1))})
+    manifest.save(res.manifest, rp.manifest(k + 1), new_ver["id"], ver["id"])
+    store.write_json(rp.manifest_diff(k + 1), {**res.diff(k), "from_version": ver["id"], "to_version": new_ver["id"]})
+    returned = summary.pop("returned_labelled", len(cands))
+    out = {"iteration": k, "mode": mode, "backend": cfg.review.backend if mode == "manual" else None,
+           "simulation": mode == "simulated", "picks": len(picks), "returned_labelled": returned,
+           "added_images": len(res.added), "added_boxes": res.added_boxes,
+           "removed_from_val": len(res.moved_from_val), "val_changed": bool(res.moved_from_val),
+           "skipped_test_duplicates": len(res.refused_test), "duplicates_dropped": len(res.dropped_duplicates),
+           "relabelled": len(res.relabelled), "near_duplicates": len(res.near_duplicates),
+           "pseudo_label_check": res.pseudo_check, "dataset_version": new_ver["id"],
+           "dataset_counts": new_ver["counts"], "manifest": str(rp.manifest(k + 1)),
+           "manifest_diff": str(rp.manifest_diff(k + 1)), **summary}
+    store.write_json(paths.review(k), out)
     label = {"pseudo": "pseudo-labelled", "simulated": "SIMULATED labels", "human": "human-reviewed"}[origin]
-    ctx.bus.emit(Message(f"[REVIEW] {len(added)} images added ({added_boxes} boxes, {label}); {removed} moved out "
-                         f"of validation; dataset version {new_ver['id']}"))
+    ctx.bus.emit(Message(f"[REVIEW] {len(res.added)} images added ({res.added_boxes} boxes, {label}); "
+                         f"{len(res.moved_from_val)} moved out of validation; {len(res.dropped_duplicates)} exact "
+                         f"duplicates dropped; dataset version {new_ver['id']}"))
     return "next"
+
+
+def _named(check: dict, names: list[str]) -> dict:
+    """Per-class pseudo-label scores keyed by class name instead of id."""
+    return {**check, "per_class": {names[int(c)]: v for c, v in check["per_class"].items()}}
+
+
+def _report_merge(ctx: Context, res: manifest.MergeResult) -> None:
+    say = ctx.bus.emit
+    if res.refused_test:
+        say(Message(f"[REVIEW] WARNING: {len(res.refused_test)} images identical to test images were not added to "
+                    f"training (the test split is frozen)", "warning"))
+    if res.near_duplicates:
+        ex = res.near_duplicates[0]
+        say(Message(f"[REVIEW] WARNING: {len(res.near_duplicates)} near-duplicate pairs across splits (perceptual "
+                    f"hash), e.g. {Path(ex['image']).name} ~ {ex['split']} image {Path(ex['other']).name} (distance "
+                    f"{ex['distance']}); metrics on those images are optimistic. Listed in the manifest diff.",
+                    "warning"))
+    if res.pseudo_check:
+        pc = res.pseudo_check
+        say(Message(f"[REVIEW] Pseudo-labels checked against human labels on {pc['images']} images: precision "
+                    f"{pc['precision']:.3f}, recall {pc['recall']:.3f} (TP={pc['tp']} FP={pc['fp']} FN={pc['fn']}, "
+                    f"IoU {pc['iou']:g})"))

@@ -1,0 +1,73 @@
+"""The local review backend: write the annotation package when the human is asked, then import the labels from
+review.local.import_from, the package's returned/ folder, or seed 004's YOLO export in dataset.combined_dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from al.context import Context
+from al.events import Message
+from al.review import Labelled, ReviewError, package, pick_predictions, pre_annotation_conf
+
+
+def prepare(ctx: Context, picks: list[dict], names: list[str]) -> dict:
+    """Write the annotation package (folder + zip) for the picks; returns what the review screen shows."""
+    k, lc = ctx.k, ctx.cfg.review.local
+    rp = ctx.paths
+    extra = lc.guidelines.read_text(encoding="utf-8") if lc.guidelines else None
+    res = package.build(rp.package(k), rp.package_zip(k) if lc.make_zip else None, picks, pick_predictions(ctx),
+                        names, iteration=k, conf=pre_annotation_conf(ctx), thumbnails=lc.thumbnails,
+                        thumb_size=lc.thumbnail_size, extra_guidelines=extra)
+    ctx.bus.emit(Message(f"[REVIEW] Annotation package: {res['dir']} ({res['images']} images, "
+                         f"{res['pre_annotations']} pre-annotations)" + (f"; zip: {res['zip']}" if res["zip"] else "")))
+    return {"backend_status": f"local annotation package {res['dir']} ({res['images']} images); return labels in "
+                              f"{ctx.cfg.review.local.import_from or res['returned_dir']}", "package": res}
+
+
+def _find(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
+    """The human's labels: review.local.import_from, else the package's returned/ folder, else the YOLO export in
+    dataset.combined_dir (seed 004)."""
+    k, cfg = ctx.k, ctx.cfg
+    rp = ctx.paths
+    src = cfg.review.local.import_from
+    if src is None and package.has_returned(rp.returned(k)):
+        src = rp.returned(k)
+    if src is not None:
+        if package.is_yolo_dataset(src):
+            return package.import_yolo_dataset(src / "data.yaml", names, picks, source="local-export")
+        if not (rp.package(k) / "package.json").is_file():
+            prepare(ctx, picks, names)  # the package maps the returned files back to the picks
+        if not Path(src).exists():
+            raise ReviewError(f"Dataset not found: {src} (review.local.import_from) does not exist. Put the "
+                              f"reviewed labels there, then run again with --resume.")
+        cands, summary = package.import_returned(Path(src), rp.package(k), names, rp.unpacked(k))
+        if not cands:
+            raise ReviewError(f"{src}: none of the returned labels belongs to an image of the package "
+                              f"{rp.package(k)} (they are matched by file name). Keep the image names, then run "
+                              f"again with --resume.")
+        if summary["unedited_pre_annotations"] and summary["unedited_pre_annotations"] == summary["returned_labelled"]:
+            ctx.bus.emit(Message("[REVIEW] WARNING: every returned label file equals the model's pre-annotation; "
+                                 "were they reviewed? They are imported as human labels.", "warning"))
+        return cands, summary
+    combined = cfg.dataset.combined_dir
+    if combined is None:
+        raise ReviewError(f"No reviewed labels: {rp.returned(k)} is empty and key 'dataset.combined_dir' is not set "
+                          f"in {cfg.source_path}. Put the corrected labels in {rp.returned(k)}, set "
+                          f"review.local.import_from, or use --auto / review_source: simulated.")
+    yml = combined / "data.yaml"
+    if not yml.is_file():
+        raise ReviewError(f"Dataset not found: no reviewed labels in {rp.returned(k)} and no export at {yml}. Put "
+                          f"the corrected labels in {rp.returned(k)} (YOLO .txt files, a COCO JSON or a zip), or "
+                          f"export the reviewed dataset in YOLO format to {combined} (images/, labels/, data.yaml), "
+                          f"then run again with --resume.")
+    return package.import_yolo_dataset(yml, names, picks)
+
+
+def collect(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
+    """The reviewed picks as Labelled records, and how many came back."""
+    cands, summary = _find(ctx, picks, names)
+    back = summary["not_returned"]
+    ctx.bus.emit(Message(f"[REVIEW] {summary['source']}: {summary['returned_labelled']} of {len(picks)} picks came "
+                         f"back labelled ({summary['negatives']} without objects, kept as negatives)"
+                         + (f"; not back: {', '.join(back[:5])}{' ...' if len(back) > 5 else ''}" if back else "")))
+    return cands, summary

@@ -1,0 +1,124 @@
+"""Pool scoring maths (pure numpy): uncertainty before NMS, class balance, k-center greedy, the combined batch."""
+
+import math
+
+import numpy as np
+import pytest
+
+from al.sampling import (
+    binary_entropy, candidate_uncertainty, class_confusion, combined_select, image_uncertainty, inverse_frequency,
+    k_center_greedy, rare_class_score, top_uncertain, validate_combined_weights,
+)
+
+H25 = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))  # 0.8112781...
+W = {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2}
+
+
+def unit(deg):
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+def test_binary_entropy_in_bits():
+    assert binary_entropy([0.5, 0.25, 0.75, 0.0, 1.0]) == pytest.approx([1.0, H25, H25, 0.0, 0.0])
+
+
+def test_class_confusion_entropy_and_margin():
+    probs = [[0.2, 0.2], [0.6, 0.2], [0.0, 0.0], [0.9, 0.0]]
+    # q = p / sum(p): [.5 .5], [.75 .25], undefined (0), [1 0]
+    assert class_confusion(probs, "entropy") == pytest.approx([1.0, H25, 0.0, 0.0])
+    assert class_confusion(probs, "margin") == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert class_confusion([[0.3, 0.3, 0.3]], "entropy") == pytest.approx([1.0])
+    assert class_confusion([[0.7]], "entropy") == pytest.approx([0.0])  # one class: nothing to confuse
+    assert class_confusion(np.zeros((0, 3))).shape == (0,)
+    with pytest.raises(ValueError, match="measure 'bald'"):
+        class_confusion(probs, "bald")
+
+
+def test_candidate_uncertainty_is_object_or_class_doubt():
+    # [0.5, 0]: "object?" is a coin flip -> 1.0. [0.9, 0.9]: sure it is an object (H 0.469) but which class?
+    # p_max * confusion = 0.9 * 1.0. [0.05, 0.05]: faint background, its flat class scores barely count.
+    u = candidate_uncertainty([[0.5, 0.0], [0.9, 0.9], [0.05, 0.05]])
+    assert u == pytest.approx([1.0, 0.9, float(binary_entropy(0.05))])
+    assert candidate_uncertainty(np.zeros((0, 2))).shape == (0,)
+
+
+def test_image_uncertainty_is_zero_padded_top_k_mean():
+    probs = [[0.5, 0.0], [0.9, 0.9], [0.99, 0.0]]  # 1.0, 0.9, H(0.99)=0.0808
+    assert image_uncertainty(probs, 2) == pytest.approx((1.0 + 0.9) / 2)
+    assert image_uncertainty(probs, 4) == pytest.approx((1.0 + 0.9 + float(binary_entropy(0.99))) / 4)
+    assert image_uncertainty(np.zeros((0, 2)), 5) == 0.0
+    # margin only changes the class part: [0.9, 0.3] -> q [.75 .25], margin doubt 0.5 -> max(0.469, 0.45)
+    assert image_uncertainty([[0.9, 0.3]], 1, "margin") == pytest.approx(float(binary_entropy(0.9)))
+    with pytest.raises(ValueError):
+        image_uncertainty(probs, 0)
+
+
+def test_class_balance_term_prefers_likely_rare_classes():
+    assert inverse_frequency([9, 4, 0]) == pytest.approx([0.1, 0.2, 1.0])
+    assert inverse_frequency([3, 3]) == pytest.approx([1.0, 1.0])
+    # P(class) x weight: .09, .10, .30 -> the rare class wins although it is the least likely
+    assert rare_class_score([0.9, 0.5, 0.3], [9, 4, 0]) == (pytest.approx(0.3), 2)
+    assert rare_class_score([0.9, 0.5, 0.0], [9, 4, 0]) == (pytest.approx(0.1), 1)
+    with pytest.raises(ValueError, match="3 class probabilities but 2"):
+        rare_class_score([0.1, 0.2, 0.3], [1, 2])
+
+
+def test_k_center_greedy_on_hand_points():
+    pts = [unit(0), unit(10), unit(90), unit(80), unit(45)]
+    d45 = 1 - math.cos(math.radians(45))
+    picks = k_center_greedy(pts, 3)
+    assert [i for i, _ in picks] == [0, 2, 4]
+    assert picks[0][1] == math.inf and picks[1][1] == pytest.approx(1.0) and picks[2][1] == pytest.approx(d45)
+    # with 0 degrees already labelled, the farthest point (90) comes first, then 45
+    picks = k_center_greedy(pts, 2, labelled=[unit(0)])
+    assert [i for i, _ in picks] == [2, 4]
+    # scale does not matter (cosine), and k larger than the set returns every point once
+    assert sorted(i for i, _ in k_center_greedy(np.array(pts) * 7, 10)) == [0, 1, 2, 3, 4]
+
+
+def test_combined_select_spreads_the_batch():
+    # two near-identical frames (0, 1) are the most uncertain; a plain top-k would take both
+    emb = [unit(0), unit(1), unit(90), unit(45)]
+    unc = [1.0, 0.98, 0.5, 0.2]
+    rare = [0.0, 0.0, 0.0, 1.0]
+    assert top_uncertain(unc, 2) == [0, 1]
+    sel = combined_select(unc, rare, emb, 3, {"uncertainty": 1.0, "diversity": 1.0, "class_balance": 0.0})
+    assert [s["index"] for s in sel] == [0, 2, 3]
+    # step 1: nothing labelled, diversity 1 for all: 1.0 + 1 wins. step 2: distances to 0 are .00015, 1, .293;
+    # scores .98 + .00015, .5 + 1, .2 + .293
+    d1 = 1 - math.cos(math.radians(1))
+    assert sel[0]["score"] == pytest.approx(2.0)
+    assert sel[1]["components"] == pytest.approx({"uncertainty": 0.5, "diversity": 1.0, "class_balance": 0.0})
+    assert sel[2]["components"]["diversity"] == pytest.approx(1.0)  # 45 is now the farthest remaining
+    assert sel[2]["score"] == pytest.approx(0.2 + 1.0)
+    assert d1 < 1e-3
+    # class balance pulls the rare-class image forward
+    sel = combined_select(unc, rare, emb, 1, {"uncertainty": 0.5, "diversity": 0.0, "class_balance": 1.0})
+    assert sel[0]["index"] == 3 and sel[0]["score"] == pytest.approx(0.5 * 0.2 + 1.0)
+
+
+def test_combined_select_starts_from_the_labelled_set():
+    emb = [unit(0), unit(90)]
+    sel = combined_select([1.0, 1.0], [0, 0], emb, 1, {"uncertainty": 0.0, "diversity": 1.0, "class_balance": 0.0},
+                          labelled_emb=[unit(5)])
+    assert sel[0]["index"] == 1 and sel[0]["components"]["diversity"] == pytest.approx(1.0)
+    assert combined_select([], [], np.zeros((0, 2)), 3, W) == []
+    with pytest.raises(ValueError, match="differ in length"):
+        combined_select([1.0], [0, 0], [unit(0)], 1, W)
+
+
+def test_combined_weights_are_checked():
+    assert validate_combined_weights(W) == W
+    with pytest.raises(ValueError, match="'diversity' is missing"):
+        validate_combined_weights({"uncertainty": 1, "class_balance": 0})
+    with pytest.raises(ValueError, match="all combined weights are 0"):
+        validate_combined_weights({"uncertainty": 0, "diversity": 0, "class_balance": 0})
+    with pytest.raises(ValueError, match="'uncertainty' = -1"):
+        validate_combined_weights({**W, "uncertainty": -1})
+    with pytest.raises(ValueError, match="unknown combined weight 'novelty'"):
+        validate_combined_weights({**W, "novelty": 1})
+
+
+def test_top_uncertain_ties_go_to_lower_index():
+    assert top_uncertain([0.2, 0.5, 0.5, 0.9], 3) == [3, 1, 2]
+    assert top_uncertain([0.1], 0) == []
