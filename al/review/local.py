@@ -24,15 +24,23 @@ def prepare(ctx: Context, picks: list[dict], names: list[str]) -> dict:
                               f"{ctx.cfg.review.local.import_from or res['returned_dir']}", "package": res}
 
 
+def label_source(import_from: Path | None, returned: Path, combined: Path | None) -> tuple[str, Path | None]:
+    """Where the human's labels are taken from, in this order: review.local.import_from ('import_from'), the
+    package's returned/ folder when it holds labels ('returned'), else the YOLO export in dataset.combined_dir
+    ('combined'; the path may be None or hold nothing yet). The review screen's preview uses the same answer."""
+    if import_from is not None:
+        return "import_from", Path(import_from)
+    if package.has_returned(Path(returned)):
+        return "returned", Path(returned)
+    return "combined", Path(combined) if combined else None
+
+
 def _find(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
-    """The human's labels: review.local.import_from, else the package's returned/ folder, else the YOLO export in
-    dataset.combined_dir (seed 004)."""
+    """The human's labels, from where label_source() says."""
     k, cfg = ctx.k, ctx.cfg
     rp = ctx.paths
-    src = cfg.review.local.import_from
-    if src is None and package.has_returned(rp.returned(k)):
-        src = rp.returned(k)
-    if src is not None:
+    kind, src = label_source(cfg.review.local.import_from, rp.returned(k), cfg.dataset.combined_dir)
+    if kind != "combined":
         if package.is_yolo_dataset(src):
             return package.import_yolo_dataset(src / "data.yaml", names, picks, source="local-export")
         if not (rp.package(k) / "package.json").is_file():

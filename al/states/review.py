@@ -44,7 +44,8 @@ def review_info(ctx: Context, picks: list[dict]) -> dict:
         lc = cfg.review.local
         back = lc.import_from or rp.returned(k)
         info.update(package_dir=str(rp.package(k)), package_zip=str(rp.package_zip(k)) if lc.make_zip else None,
-                    returned_dir=str(rp.returned(k)), import_from=str(back))
+                    returned_dir=str(rp.returned(k)), import_from=str(back),
+                    configured_import_from=str(lc.import_from) if lc.import_from else None)
         middle = [f"Open the annotation package {rp.package(k)}" + (f" (or {rp.package_zip(k)})" if lc.make_zip
                                                                    else "")
                   + ": images/, pre-annotations in labels/ (YOLO) and annotations_coco.json (COCO), "

@@ -190,15 +190,14 @@ def preview(info: dict, version_dir: Path) -> DatasetDiff:
     picks = list(info.get("picks") or [])
     if info.get("backend") == "roboflow":
         return DatasetDiff(None, picks=len(picks), kind="roboflow")
-    returned, configured = info.get("returned_dir"), info.get("import_from")
+    returned = info.get("returned_dir")
     src = None
-    if configured and returned and configured != returned:
-        src = Path(configured)  # review.local.import_from
-    elif returned:
-        from al.review import package as pkg_mod
+    if returned:
+        from al.review.local import label_source
 
-        if pkg_mod.has_returned(Path(returned)):
-            src = Path(returned)
+        configured = info.get("configured_import_from")
+        kind, where = label_source(Path(configured) if configured else None, Path(returned), None)
+        src = where if kind != "combined" else None
     if src is not None and not (src.is_dir() and (src / "data.yaml").is_file()):
         return _returned(src, info, version_dir, picks)
     diff = compute(src or info.get("combined_dir"), version_dir, picks)
