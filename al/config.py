@@ -79,7 +79,8 @@ class SamplingConfig(_Strict):
     strategy: Literal["random", "entropy", "fn_weighted", "combined"] = "combined"
     """How images are picked. random: uniform draw (a control). entropy: the most uncertain images, judged from the
     detection head's class probabilities before NMS. fn_weighted: seed 004's FN score (the four weights above).
-    combined: uncertainty + diversity + class balance (the combined_* weights) plus hard negatives."""
+    combined: uncertainty + diversity + class balance (the combined_* weights) plus hard negatives.
+    Left unset, it is combined for mining_source: pool and fn_weighted for mining_source: val."""
     uncertainty_measure: Literal["entropy", "margin"] = "entropy"
     """How a pre-NMS candidate's class confusion is measured: normalised entropy or 1 - (top1 - top2) margin."""
     candidate_conf: float = Field(0.05, gt=0, lt=1)
@@ -307,6 +308,14 @@ class Config(_Strict):
 
     source_path: Path | None = Field(None, exclude=True)
     """The config file this was read from (set by load_config)."""
+
+    @model_validator(mode="after")
+    def _strategy_for_source(self):
+        # Mining the validation split (seed 004) scores the FNs its one validate pass already found; a strategy that
+        # needs its own predict pass is used there only when asked for by name.
+        if "strategy" not in self.sampling_strategy.model_fields_set and self.dataset.mining_source == "val":
+            self.sampling_strategy.strategy = "fn_weighted"
+        return self
 
     def digest(self) -> str:
         """Short hash of the effective config (recorded in metadata to spot config changes between iterations)."""

@@ -79,3 +79,11 @@ def test_shipped_configs_are_valid():
     for name in ("al_config.yaml", "demo.yaml"):
         cfg = load_config(root / "config" / name, check_files=False)
         assert cfg.dataset.data_yaml.name == "data.yaml"
+
+
+def test_strategy_default_follows_mining_source(tmp_path, tiny_data):
+    assert load_config(make_config(tmp_path, tiny_data)).sampling_strategy.strategy == "fn_weighted"
+    pool = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool"))
+    assert pool.sampling_strategy.strategy == "combined"
+    asked = load_config(make_config(tmp_path, tiny_data, sampling_strategy={"strategy": "entropy"}))
+    assert asked.sampling_strategy.strategy == "entropy"
