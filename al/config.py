@@ -392,6 +392,7 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
     ds.combined_dir = _resolve(base, ds.combined_dir)
     cfg.run_dir = _resolve(base, cfg.run_dir)
     cfg.prompts.source = _resolve(base, cfg.prompts.source)
+    cfg.sampling_strategy.deployed_detections_dir = _resolve(base, cfg.sampling_strategy.deployed_detections_dir)
     cfg.review.local.import_from = _resolve(base, cfg.review.local.import_from)
     cfg.review.local.guidelines = _resolve(base, cfg.review.local.guidelines)
     cfg.review.roboflow.secrets_file = _resolve(base, cfg.review.roboflow.secrets_file)
@@ -419,6 +420,8 @@ def _check_files(cfg: Config, path: Path, text: str) -> None:
     need(("dataset", "pool_dir"), cfg.dataset.pool_dir, "folder", True)
     need(("dataset", "pool_labels_dir"), cfg.dataset.pool_labels_dir, "folder", True)
     need(("prompts", "source"), cfg.prompts.source, "file")
+    need(("sampling_strategy", "deployed_detections_dir"), cfg.sampling_strategy.deployed_detections_dir, "folder",
+         True)
     need(("review", "local", "guidelines"), cfg.review.local.guidelines, "file")
     if cfg.review.backend == "roboflow":
         need(("review", "roboflow", "secrets_file"), cfg.review.roboflow.secrets_file, "secrets file")

@@ -47,6 +47,11 @@ class RunPaths:
     def added_labels(self, iteration: int) -> Path:
         return self.dataset_root / "added" / f"iteration_{iteration}" / "labels"
 
+    @property
+    def pool_score_cache(self) -> Path:
+        """Pool scores cached per (model, image content) so --resume does not recompute them."""
+        return self.root / "cache" / "pool_scores"
+
     # iterations/
     @property
     def iterations(self) -> Path:

@@ -64,11 +64,6 @@ class ScanSettings:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def cache_root(run_root: Path) -> Path:
-    """Where pool scores are cached inside a run."""
-    return Path(run_root) / "cache" / "pool_scores"
-
-
 @dataclass
 class PoolScores:
     """Per-image scores of a scan, row i for images[i]."""
@@ -391,7 +386,10 @@ def choose(
     ref = [labelled_emb] if labelled_emb is not None and len(labelled_emb) else []
     ref += [scores.embedding[[i for i, img in enumerate(scores.images) if img in taken]]] if taken else []
     ref_emb = np.concatenate(ref) if ref else None
-    rare = [sampling.rare_class_score(scores.class_max[i], class_counts) for i in rest]
+    # a young model's class probabilities are low and poorly calibrated; their rank within the pool is what
+    # tells which images most likely hold a class
+    rel = sampling.relative_class_probs(scores.class_max[rest])
+    rare = [sampling.rare_class_score(rel[j], class_counts) for j in range(len(rest))]
     sel = sampling.combined_select(unc[rest], [r[0] for r in rare], scores.embedding[rest], budget - len(picks),
                                    weights or {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2},
                                    labelled_emb=ref_emb)
@@ -401,12 +399,14 @@ def choose(
         comp = s["components"]
         rscore, rc = rare[j]
         p_c = float(scores.class_max[i][rc]) if rc >= 0 else 0.0
+        r_c = float(rel[j][rc]) if rc >= 0 else 0.0
         reasons = [uncertainty_reason(float(unc[i]), measure, top_k) + f", {comp['uncertainty']:.2f} of the pool's "
                    f"highest",
                    f"diversity {comp['diversity']:.2f} (backbone-embedding distance to the nearest labelled or "
-                   f"already-picked image, relative to the farthest remaining)",
-                   f"class balance {rscore:.2f}: may hold '{_label(names, rc)}' (p {p_c:.2f} x inverse labelled "
-                   f"frequency {rscore / p_c if p_c > 0 else 0.0:.2f})"]
+                   f"already-picked image; 1.00 = at least as far as a typical pool image is from the labelled set)",
+                   f"class balance {rscore:.2f}: may hold '{_label(names, rc)}' (p {p_c:.2f}, {r_c:.2f} of the "
+                   f"pool's highest for that class, x inverse labelled frequency "
+                   f"{rscore / r_c if r_c > 0 else 0.0:.2f})"]
         picks.append({"image": scores.images[i], "kind": "uncertain", "score": s["score"],
                       "components": {**comp, "raw_uncertainty": float(unc[i])}, "reasons": reasons,
                       "errors": []})

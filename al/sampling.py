@@ -346,6 +346,16 @@ def rare_class_score(class_max, class_counts: Sequence[int]) -> tuple[float, int
     return float(v[c]), c
 
 
+def relative_class_probs(class_max) -> np.ndarray:
+    """(n, nc) per-image class probabilities divided by each class's highest value over the n images (a class no
+    image scores stays 0): 1.0 marks the image that most likely holds that class."""
+    p = np.asarray(class_max, dtype=np.float64)
+    if p.size == 0:
+        return p
+    top = p.max(axis=0, keepdims=True)
+    return np.divide(p, top, out=np.zeros_like(p), where=top > 0)
+
+
 def normalize_rows(x) -> np.ndarray:
     """L2-normalise each row (zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float64)
@@ -400,12 +410,17 @@ def validate_combined_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float],
-                    labelled_emb=None) -> list[dict]:
+                    labelled_emb=None, *, saturate: bool = True) -> list[dict]:
     """Greedy batch: each step takes the image with the highest
         w_u * uncertainty / max(uncertainty) + w_d * diversity + w_c * rare
-    where diversity = its cosine distance to the nearest labelled or already-picked image, divided by the largest
-    such distance among the remaining images (1.0 for all while nothing is labelled or picked). Picking updates
-    the distances, so the batch spreads out (k-center greedy) instead of taking ten near-identical frames.
+    and then updates every image's cosine distance d to the nearest labelled or already-picked image (the k-center
+    greedy update), so a batch does not take ten near-identical frames.
+
+    diversity = min(1, d / tau), tau = the median over the candidates of their distance to the labelled set (with
+    nothing labelled: of their distance to the first pick; before that diversity is 1). Diversity thus only
+    penalises redundancy: an image as far from what is covered as a typical pool image counts as fully new, and
+    outliers earn nothing extra, which is where pure k-center is known to go wrong at small budgets. With
+    saturate=False, diversity = d / max(d over the remaining images): the pure k-center form.
 
     Returns up to k dicts {"index", "score", "components": {uncertainty, diversity, class_balance}}, in pick order.
     Ties go to the lower index.
@@ -421,12 +436,19 @@ def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float]
     x = normalize_rows(emb) if n else np.zeros((0, 1))
     ref = normalize_rows(labelled_emb) if labelled_emb is not None and len(labelled_emb) else None
     d = _min_cos_dist(x, ref)
+    tau = float(np.median(d)) if n and ref is not None else None
     taken = np.zeros(n, dtype=bool)
     out = []
     for _ in range(min(max(k, 0), n)):
         finite = d[~taken & np.isfinite(d)]
-        dmax = finite.max() if finite.size else 0.0
-        div = np.where(np.isinf(d), 1.0, d / dmax if dmax > 0 else 0.0)
+        if saturate:
+            if tau is None and finite.size:
+                tau = float(np.median(finite))
+            scale = tau if tau else 0.0
+        else:
+            scale = finite.max() if finite.size else 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            div = np.where(np.isinf(d), 1.0, np.minimum(1.0, d / scale) if scale > 0 else (d > 0) * 1.0)
         score = w["uncertainty"] * un + w["diversity"] * div + w["class_balance"] * r
         score = np.where(taken, -np.inf, score)
         i = int(np.argmax(score))

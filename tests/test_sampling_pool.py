@@ -7,7 +7,7 @@ import pytest
 
 from al.sampling import (
     binary_entropy, candidate_uncertainty, class_confusion, combined_select, image_uncertainty, inverse_frequency,
-    k_center_greedy, rare_class_score, top_uncertain, validate_combined_weights,
+    k_center_greedy, rare_class_score, relative_class_probs, top_uncertain, validate_combined_weights,
 )
 
 H25 = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))  # 0.8112781...
@@ -63,6 +63,14 @@ def test_class_balance_term_prefers_likely_rare_classes():
         rare_class_score([0.1, 0.2, 0.3], [1, 2])
 
 
+def test_relative_class_probs_rank_images_within_the_pool():
+    rel = relative_class_probs([[0.1, 0.6, 0.0], [0.05, 0.3, 0.0], [0.2, 0.9, 0.0]])
+    assert rel == pytest.approx(np.array([[0.5, 2 / 3, 0.0], [0.25, 1 / 3, 0.0], [1.0, 1.0, 0.0]]))
+    # a weak model's best 'class 0' guess (p 0.2) now counts fully; with counts [0, 9, 9] class 0 is the rare one
+    assert rare_class_score(rel[2], [0, 9, 9]) == (pytest.approx(1.0), 0)
+    assert relative_class_probs(np.zeros((0, 3))).shape == (0, 3)
+
+
 def test_k_center_greedy_on_hand_points():
     pts = [unit(0), unit(10), unit(90), unit(80), unit(45)]
     d45 = 1 - math.cos(math.radians(45))
@@ -95,6 +103,25 @@ def test_combined_select_spreads_the_batch():
     # class balance pulls the rare-class image forward
     sel = combined_select(unc, rare, emb, 1, {"uncertainty": 0.5, "diversity": 0.0, "class_balance": 1.0})
     assert sel[0]["index"] == 3 and sel[0]["score"] == pytest.approx(0.5 * 0.2 + 1.0)
+
+
+def test_combined_diversity_penalises_redundancy_without_chasing_outliers():
+    # labelled at 0 degrees; candidates at 30 (u 1.0), 40 (u 0.9) and an outlier at 170 (u 0.8)
+    emb, unc, rare, lab = [unit(30), unit(40), unit(170)], [1.0, 0.9, 0.8], [0, 0, 0], [unit(0)]
+    w = {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.0}
+    d = [1 - math.cos(math.radians(a)) for a in (30, 40, 170)]  # .134, .234, 1.985; median .234
+    sel = combined_select(unc, rare, emb, 1, w, labelled_emb=lab)
+    assert sel[0]["index"] == 1  # .45 + .3 beats .5 + .3 * .134 / .234 and .4 + .3 (saturated, not 1.985 / .234)
+    assert sel[0]["components"]["diversity"] == pytest.approx(1.0)
+    pure = combined_select(unc, rare, emb, 1, w, labelled_emb=lab, saturate=False)
+    assert pure[0]["index"] == 2  # pure k-center: the outlier's d / max d = 1 wins
+    assert pure[0]["score"] == pytest.approx(0.4 + 0.3)
+    # after 40 is picked, 30 is 10 degrees from a pick: redundant (d / tau = .0152 / .234); the outlier is next
+    both = combined_select(unc, rare, emb, 3, w, labelled_emb=lab)
+    assert [s["index"] for s in both] == [1, 2, 0]
+    d30 = 1 - math.cos(math.radians(10))
+    assert both[2]["components"]["diversity"] == pytest.approx(d30 / d[1])
+    assert both[2]["score"] == pytest.approx(0.5 + 0.3 * d30 / d[1])
 
 
 def test_combined_select_starts_from_the_labelled_set():

@@ -58,8 +58,9 @@ def test_combined_spreads_prefers_rare_classes_and_reserves_hard_negatives():
     assert chosen[0] == "/p/img0.jpg" and "/p/img1.jpg" not in chosen  # not the near-duplicate frame
     assert "/p/img5.jpg" in chosen  # likely holds the never-labelled class
     rare = next(p for p in picks if p["image"] == "/p/img5.jpg")
-    assert rare["components"]["class_balance"] == pytest.approx(0.8)
-    assert any("may hold 'two' (p 0.80 x inverse labelled frequency 1.00)" in r for r in rare["reasons"])
+    assert rare["components"]["class_balance"] == pytest.approx(1.0)  # the pool's likeliest 'two', never labelled
+    assert any("may hold 'two' (p 0.80, 1.00 of the pool's highest for that class, x inverse labelled frequency "
+               "1.00)" in r for r in rare["reasons"])
     assert set(picks[0]["components"]) == {"uncertainty", "diversity", "class_balance", "raw_uncertainty"}
 
     hn = {"/p/img3.jpg": [{"kind": "fp", "image": "/p/img3.jpg", "index": 0, "cls": 1, "conf": 0.7,

@@ -96,12 +96,7 @@ def scan_settings(ctx: Context) -> pool.ScanSettings:
 
 
 def _deployed_dir(ctx: Context) -> Path | None:
-    d = ctx.cfg.sampling_strategy.deployed_detections_dir
-    if d is None:
-        return None
-    d = Path(d).expanduser()
-    base = ctx.cfg.source_path.parent if ctx.cfg.source_path else Path.cwd()
-    return d if d.is_absolute() else (base / d).resolve()
+    return ctx.cfg.sampling_strategy.deployed_detections_dir  # resolved and checked by load_config
 
 
 def _hard_negatives(ctx: Context, candidates: list[str], scores: pool.PoolScores, nc: int) -> dict[str, list[dict]]:
@@ -180,7 +175,7 @@ def _strategy_picks(ctx: Context, splits, names, counts, exclude) -> tuple[list[
         settings = scan_settings(ctx)
         weights = paths.best(k)
         try:
-            allscores = pool.scan(weights, candidates + ref, settings, pool.cache_root(paths.root),
+            allscores = pool.scan(weights, candidates + ref, settings, paths.pool_score_cache,
                                   model=ctx.model(weights), on_progress=_progress(ctx))
         except pool.PoolError as e:
             raise StepError(str(e)) from None
