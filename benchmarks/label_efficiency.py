@@ -213,7 +213,7 @@ def _fmt(v, pct=False) -> str:
 
 
 def markdown(summary: dict, settings: dict, wall: float) -> str:
-    lines = [f"# Label-efficiency benchmark\n", f"Settings: `{json.dumps(settings)}`  ",
+    lines = ["# Label-efficiency benchmark\n", f"Settings: `{json.dumps(settings)}`  ",
              f"Wall time: {wall / 60:.1f} min\n",
              "| arm | AUC median [min, max] | final test mAP50-95 median [min, max] | labels to reach random's final "
              "mAP, per seed | label saving vs random, median [min, max] | boxes (rare-class boxes) labelled by "

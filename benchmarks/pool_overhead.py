@@ -6,7 +6,8 @@ same model, size, batch and thresholds. Peak memory is measured in a fresh subpr
 the whole process, and tracemalloc's peak of Python-side allocations such as numpy arrays).
 
     .venv/bin/python benchmarks/pool_overhead.py                      # 1k vs 10k generated images, size 128
-    .venv/bin/python benchmarks/pool_overhead.py --sizes 500,2000 --weights demo_run/iterations/iteration_1/weights/best.pt
+    .venv/bin/python benchmarks/pool_overhead.py --sizes 500,2000 \
+        --weights demo_run/iterations/iteration_1/weights/best.pt
 """
 
 from __future__ import annotations
