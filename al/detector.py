@@ -95,24 +95,27 @@ def predict(
     total = len(images)
     done = 0
     # chunk the list ourselves so progress can be reported and the source list stays small
-    for start in range(0, total, max(batch * 8, 1)):
-        chunk = images[start:start + max(batch * 8, 1)]
+    for start in range(0, total, _chunk(batch)):
+        chunk = images[start:start + _chunk(batch)]
         for r in model.predict(source=chunk, stream=True, imgsz=imgsz, conf=conf, iou=iou, batch=batch,
                                device=resolve_device(device), verbose=False, save=False):
-            b = r.boxes
-            h, w = r.orig_shape
-            yield Prediction(path=str(r.path), width=int(w), height=int(h),
-                             boxes=b.xyxy.cpu().numpy().astype(np.float64),
-                             cls=b.cls.cpu().numpy().astype(int), conf=b.conf.cpu().numpy().astype(np.float64))
+            yield _prediction(r)
             done += 1
             if on_progress:
                 on_progress(done, total)
 
 
-def model_names(weights: str | Path) -> list[str]:
-    """Class names stored in a checkpoint, in id order."""
-    names = load_model(weights).names
-    return [names[i] for i in sorted(names)]
+def _chunk(batch: int) -> int:
+    """Images handed to one Ultralytics predict call: several batches, so progress flows and lists stay small."""
+    return max(batch * 8, 1)
+
+
+def _prediction(r) -> Prediction:
+    """An Ultralytics Results object as a Prediction in original pixels."""
+    b = r.boxes
+    h, w = r.orig_shape
+    return Prediction(path=str(r.path), width=int(w), height=int(h), boxes=b.xyxy.cpu().numpy().astype(np.float64),
+                      cls=b.cls.cpu().numpy().astype(int), conf=b.conf.cpu().numpy().astype(np.float64))
 
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -230,7 +233,7 @@ def predict_raw(
     import torch
 
     model = model or load_model(weights)
-    total, done, step = len(images), 0, max(batch * 8, 1)
+    total, done, step = len(images), 0, _chunk(batch)
     for start in range(0, total, step):
         gen = model.predict(source=images[start:start + step], stream=True, imgsz=imgsz, conf=conf, iou=iou,
                             batch=batch, device=resolve_device(device), verbose=False, save=False)
@@ -261,14 +264,8 @@ def predict_raw(
                 for r in gen:
                     i = cap["i"]
                     cap["i"] = i + 1  # results come in batch order, after that batch's forward pass
-                    b = r.boxes
-                    h, w = r.orig_shape
                     keep = cap["top"][i] >= cand_conf
-                    pred = Prediction(path=str(r.path), width=int(w), height=int(h),
-                                      boxes=b.xyxy.cpu().numpy().astype(np.float64),
-                                      cls=b.cls.cpu().numpy().astype(int),
-                                      conf=b.conf.cpu().numpy().astype(np.float64))
-                    yield RawPrediction(pred=pred, candidates=cap["cand"][i][keep].astype(np.float32),
+                    yield RawPrediction(pred=_prediction(r), candidates=cap["cand"][i][keep].astype(np.float32),
                                         class_max=cap["class_max"][i].astype(np.float32),
                                         embedding=cap["emb"][i].astype(np.float32))
                     done += 1

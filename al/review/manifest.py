@@ -37,10 +37,6 @@ def phash(path: str | Path) -> str | None:
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
 
 
-def hamming(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
 @dataclass
 class Manifest:
     """Per-image provenance of one dataset version, keyed by the image path listed in the split files."""
