@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -27,23 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(log_file: Path) -> logging.Handler:
-    """Send the 'al' logger to the run's log file (removed again when main returns)."""
-    log = logging.getLogger("al")
-    log.setLevel(logging.INFO)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(log_file, encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(fh)
-    return fh
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.start_iteration is not None and args.start_iteration < 0:
         print(f"al_loop.py: error: --start-iteration {args.start_iteration}: must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
-    from al.config import ConfigError, load_config
+    from al.core.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config)
@@ -52,13 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from filelock import FileLock, Timeout
 
-    from al.console import ConsolePrinter, wait_for_enter
-    from al.dataset import DatasetError
-    from al.detector import prepare_offline
-    from al.events import EventBus, RunStarted
-    from al.paths import RunPaths
-    from al.session import RunError, open_run
-    from al.store import StoreError
+    from al.app.api import interrupt, open_run, run_loop
+    from al.app.session import RunError
+    from al.core.context import Tee
+    from al.core.events import Message, RunStarted
+    from al.core.paths import RunPaths
+    from al.core.store import StoreError
+    from al.data.dataset import DatasetError
+    from al.frontends.console import ConsoleFrontend
+    from al.frontends.logfile import LogFile
+    from al.yolo.detector import prepare_offline
 
     paths = RunPaths(cfg.run_dir)
     try:
@@ -74,54 +65,62 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[ERROR] Another al_loop is already running on {paths.root} (lock {paths.lock}). Wait for it to "
               f"finish or stop it; two loops on one run directory would corrupt it.", file=sys.stderr)
         return EXIT_USAGE
-    handler = None
+    logfile = None
     try:
         prepare_offline(cfg.run_dir / ".yolo_config")
-        handler = _setup_logging(paths.events_log)
+        logfile = LogFile(paths.events_log)
         tui = not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
-        interactive = sys.stdin.isatty()
-        bus = EventBus()
-        if not tui:
-            bus.subscribe(ConsolePrinter())
+        if tui:
+            try:
+                from al.frontends.tui.app import run_tui
+            except ImportError:
+                tui = False
+        console = ConsoleFrontend(interactive=sys.stdin.isatty())
+        early = Buffer()  # what opening the run says reaches the TUI once it is up
         try:
             ctx = open_run(cfg, resume=args.resume, start_iteration=args.start_iteration, dry_run=args.dry_run,
-                           auto=args.auto, interactive=interactive, bus=bus)
+                           auto=args.auto, ui=Tee(early if tui else console, logfile))
         except (RunError, DatasetError, StoreError) as e:
+            logfile(Message(f"[ERROR] {e}", "error"))
             print(f"[ERROR] {e}", file=sys.stderr)
             return EXIT_USAGE
         title = f"ACTIVE LEARNING LOOP - {cfg.model.baseline} ({cfg.model.type})"
-        start = RunStarted(title, str(paths.root), ctx.state.iteration, ctx.state.step, ctx.opts.dry_run,
-                           ctx.opts.auto)
+        start = RunStarted(title, str(paths.root), ctx.state.iteration, ctx.state.current_step, ctx.env.opts.dry_run,
+                           ctx.env.opts.auto)
         if tui:
-            try:
-                from al.tui.app import run_tui
-            except ImportError:
-                tui = False
-                bus.subscribe(ConsolePrinter())
-            else:
-                return run_tui(ctx, start)
-        ctx.wait_for_review = wait_for_enter if interactive else None
-        bus.emit(start)
+            return run_tui(ctx, start, sinks=[logfile], early=early.events)
+        ctx.ui.emit(start)
 
         def on_term(signum, frame):  # SIGTERM: stop at the next safe point, leaving a resumable state
-            ctx.stop.set()
+            console.request_stop()
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_term)
-        from al.machine import run
-
         try:
-            return run(ctx)
+            return run_loop(ctx)
         except KeyboardInterrupt:
-            ctx.stop.set()
-            from al.machine import _interrupted
-
-            return _interrupted(ctx, ctx.state.step)
+            console.request_stop()
+            return interrupt(ctx)
     finally:
-        if handler is not None:
-            logging.getLogger("al").removeHandler(handler)
-            handler.close()
+        if logfile is not None:
+            logfile.close()
         lock.release()
+
+
+class Buffer:
+    """A frontend that keeps events until the real one (the TUI) is up."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def emit(self, ev) -> None:
+        self.events.append(ev)
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def wait_for_review(self, info: dict) -> bool:
+        return False
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Label-efficiency benchmark: does a selection strategy reach a given test mAP50-95 with fewer labelled images?
 
-For every seed: a demo dataset (al.demo: digits on photos, imbalanced classes) whose train split is the seed set
+For every seed: a demo dataset (al.data.demo: digits on photos, imbalanced classes) whose train split is the seed set
 and whose pool's labels stay hidden; one baseline model trained on the seed set and shared by every arm; then, per
-arm (random, entropy, combined ...), the product's own loop (al.session + al.machine, mining_source: pool,
+arm (random, entropy, combined ...), the product's own loop (al.app.session + al.core.machine, mining_source: pool,
 review_source: simulated: the simulated annotator reveals the hidden labels of the picks) runs K rounds with the
 same per-round budget. Selection, review and fine-tuning are the product's code paths; only the config differs.
 
@@ -35,7 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ARMS = ("random", "entropy", "combined")
-RARE_CLASSES = (3, 4)  # al.demo's two rarest classes ('three' 12%, 'four' 8% of objects)
+RARE_CLASSES = (3, 4)  # al.data.demo's two rarest classes ('three' 12%, 'four' 8% of objects)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -83,39 +83,40 @@ def arm_config(args, data: Path, run_dir: Path, arm: str, seed: int) -> dict:
 
 def run_arm(args, data: Path, work: Path, arm: str, seed: int, baseline: Path | None, log) -> list[dict]:
     """One arm of one seed through the product's loop; returns its convergence rows."""
-    from al import store
-    from al.config import load_config
-    from al.events import EventBus, Message
-    from al.machine import run
-    from al.session import open_run
-    from al.states import retrain
+    from al.app.api import open_run
+    from al.core import store
+    from al.core.config import load_config
+    from al.core.context import Listeners
+    from al.core.events import Message
+    from al.app.api import run_loop as run
+    from al.steps import retrain
 
     run_dir = work / f"seed{seed}" / arm
     cfg_path = work / f"seed{seed}" / f"{arm}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(yaml.safe_dump(arm_config(args, data, run_dir, arm, seed), sort_keys=False))
     cfg = load_config(cfg_path)
-    bus = EventBus()
+    bus = Listeners()
     bus.subscribe(lambda ev: log(f"  [{seed}/{arm}] {ev.text}") if isinstance(ev, Message) and
                   ev.text.startswith(("[SAMPLING]", "[VALIDATE] test", "[TRAIN] Training complete")) else None)
-    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=False, auto=False, interactive=False, bus=bus)
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=False, auto=False, ui=bus)
     if baseline is not None:
         # every arm starts from the same baseline: put it where the loop's retrain step would have written it and
         # record it as finished (the path retrain takes after a crash between training and saving the state)
-        ctx.paths.weights(0).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(baseline, ctx.paths.best(0))
-        store.write_json(ctx.paths.train_result(0), {"spec": retrain.train_spec(ctx, 0), "dry_run": False,
-                                                     "seconds": 0.0, "best": str(ctx.paths.best(0)),
+        ctx.env.paths.weights(0).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(baseline, ctx.env.paths.best(0))
+        store.write_json(ctx.env.paths.train_result(0), {"spec": retrain.train_spec(ctx, 0), "dry_run": False,
+                                                     "seconds": 0.0, "best": str(ctx.env.paths.best(0)),
                                                      "shared_baseline": str(baseline)})
     code = run(ctx)
     if code != 0:
-        raise SystemExit(f"arm {arm} (seed {seed}) failed: {ctx.state.error}; see {ctx.paths.events_log}")
-    rows = store.read_csv(ctx.paths.convergence_csv)
+        raise SystemExit(f"arm {arm} (seed {seed}) failed: {ctx.state.error}; see {ctx.env.paths.events_log}")
+    rows = store.read_csv(ctx.env.paths.convergence_csv)
     for r in rows:  # what the previous round's picks brought: boxes, and boxes of the two rarest classes
         k = int(r["iteration"]) - 1
         r["added_boxes"] = r["added_rare_boxes"] = 0
-        if k >= 0 and ctx.paths.hard_examples(k).is_file():
-            for pk in store.read_json(ctx.paths.hard_examples(k))["picks"]:
+        if k >= 0 and ctx.env.paths.hard_examples(k).is_file():
+            for pk in store.read_json(ctx.env.paths.hard_examples(k))["picks"]:
                 lab = data / "pool" / "labels_hidden" / (Path(pk["image"]).stem + ".txt")
                 cls = [int(ln.split()[0]) for ln in lab.read_text().splitlines() if ln.strip()]
                 r["added_boxes"] += len(cls)
@@ -244,8 +245,8 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t_start:7.1f}s] {msg}", flush=True)
 
-    from al.demo import generate_demo
-    from al.detector import prepare_offline
+    from al.data.demo import generate_demo
+    from al.yolo.detector import prepare_offline
 
     prepare_offline(work / ".yolo_config")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -275,7 +276,7 @@ def main(argv=None) -> int:
                              "test_map50_95": float(h["test_map50_95"] or 0), "test_map50": float(h["test_map50"] or 0),
                              "val_map50_95": float(h["map50_95"] or 0), "added_boxes": h["added_boxes"],
                              "added_rare_boxes": h["added_rare_boxes"], "seconds": timings[f"{seed}/{arm}"]})
-            from al import store
+            from al.core import store
 
             store.write_csv(csv_path, rows, columns)  # after every arm: a partial run still leaves its figures
             log(f"seed {seed}, arm {arm} done in {timings[f'{seed}/{arm}']:.0f} s: " + ", ".join(
@@ -283,7 +284,7 @@ def main(argv=None) -> int:
                 and r["arm"] == arm))
     wall = time.time() - t_start
     summary = summarize(rows, arms, seeds)
-    from al import store
+    from al.core import store
 
     store.write_json(args.out / "label_efficiency_summary.json",
                      {"settings": settings, "wall_seconds": round(wall, 1), "arm_seconds": timings,

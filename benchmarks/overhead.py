@@ -28,8 +28,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from al.config import load_config
-    from al.detector import prepare_offline
+    from al.core.config import load_config
+    from al.yolo.detector import prepare_offline
 
     cfg = load_config(args.config)
     tmp = Path(tempfile.mkdtemp(prefix="al_overhead_"))
@@ -38,23 +38,22 @@ def main() -> int:
 
     from ultralytics import YOLO
 
-    from al import dataset
-    from al.detector import resolve_device
-    from al.events import EventBus
-    from al.session import open_run
-    from al.states import analyze, extract, validate
+    from al.app.api import open_run
+    from al.core.context import Listeners
+    from al.data import dataset
+    from al.steps import analyze, extract, validate
+    from al.yolo.detector import resolve_device
 
-    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=False, auto=False, interactive=False,
-                   bus=EventBus())
-    ctx.paths.weights(0).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.weights, ctx.paths.best(0))
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=False, auto=False, ui=Listeners())
+    ctx.env.paths.weights(0).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.weights, ctx.env.paths.best(0))
     ctx.state.baseline = False
-    _, splits = dataset.read_snapshot(ctx.paths.dataset_version(0))
+    _, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(0))
     images = list(dict.fromkeys(splits["val"] + validate.train_sample(ctx, splits["train"], splits["train"])
                                 + splits["test"]))
     vc, tc = cfg.validation, cfg.training
-    model = YOLO(str(ctx.paths.best(0)))
-    ctx.model(ctx.paths.best(0))  # both sides start with a loaded model
+    model = YOLO(str(ctx.env.paths.best(0)))
+    ctx.models.model(ctx.env.paths.best(0))  # both sides start with a loaded model
 
     def bare(conf: float) -> float:
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Pool-scoring overhead: scoring images/s / bare batched predict images/s, and peak memory at two pool sizes.
 
-Scoring is al.pool.scan, the product's path: content hashing, the one predict pass with its pre-NMS and embedding
-hooks, uncertainty maths, and cache writes (cold cache). Bare is al.detector.predict over the same images with the
+Scoring is al.selection.pool.scan, the product's path: content hashing, the one predict pass with its pre-NMS and embedding
+hooks, uncertainty maths, and cache writes (cold cache). Bare is al.yolo.detector.predict over the same images with the
 same model, size, batch and thresholds. Peak memory is measured in a fresh subprocess per pool size (ru_maxrss of
 the whole process, and tracemalloc's peak of Python-side allocations such as numpy arrays).
 
@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def settings(args):
-    from al.pool import ScanSettings
+    from al.selection.pool import ScanSettings
 
     return ScanSettings(imgsz=args.imgsz, conf=0.05, iou=0.7, batch=args.batch, device="cpu", cand_conf=0.05,
                         top_k=10)
@@ -41,8 +41,8 @@ def images_of(root: Path, n: int) -> list[str]:
 
 def child(args) -> int:
     """Scan n images in this (fresh) process and print its peak memory as JSON."""
-    from al import pool
-    from al.detector import load_model, prepare_offline
+    from al.selection import pool
+    from al.yolo.detector import load_model, prepare_offline
 
     prepare_offline(args.work / ".yolo_config")
     imgs = images_of(args.work / "data", args.child)
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     if args.child is not None:
         return child(args)
 
-    from al.demo import generate_demo
-    from al.detector import build_untrained, load_model, predict, prepare_offline
+    from al.data.demo import generate_demo
+    from al.yolo.detector import build_untrained, load_model, predict, prepare_offline
 
     args.work = args.work or Path(tempfile.mkdtemp(prefix="al_pool_overhead_"))
     prepare_offline(args.work / ".yolo_config")
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         runs = sorted(Path("demo_run/iterations").glob("iteration_*/weights/best.pt"))
         args.weights = runs[-1].resolve() if runs else build_untrained(
             "yolov8n.yaml", ["zero", "one", "two", "three", "four"], args.work / "untrained.pt")
-    from al import pool
+    from al.selection import pool
 
     imgs = images_of(args.work / "data", args.speed_images)
     model = load_model(args.weights)

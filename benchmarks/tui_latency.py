@@ -10,7 +10,7 @@ the key's action ran (App._display; in a real terminal the bytes are written rig
   python benchmarks/tui_latency.py --rate 5000 --presses 200
   python benchmarks/tui_latency.py --train --config config/demo.yaml   # during a real training (a fresh run_dir!)
 
---train runs the real loop (al.machine.run, no --dry-run) on the config's run_dir, which must not hold a run yet,
+--train runs the real loop (al.core.machine.run, no --dry-run) on the config's run_dir, which must not hold a run yet,
 and samples while the training step reports batches; it then stops the loop (the run stays resumable).
 """
 
@@ -29,9 +29,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from al.events import (EpochEnd, EventBus, IterationStarted, Message, MetricsRow, Progress,  # noqa: E402
-                       RunStarted, StepStarted)
-from al.tui.app import LoopApp  # noqa: E402
+from al.core.context import Listeners
+from al.core.events import (  # noqa: E402
+    EpochEnd,
+        IterationStarted,
+    Message,
+    MetricsRow,
+    Progress,
+    RunStarted,
+    StepStarted,
+)
+from al.frontends.tui.app import LoopApp  # noqa: E402
 
 
 class ProbeApp(LoopApp):
@@ -78,7 +86,7 @@ def sim_runner(rate: float, stats: dict, rows_every: float = 10.0):
             bus.emit(MetricsRow(_row(k)))
         n, k, t_start = 0, 4, time.perf_counter()
         last_msg = last_epoch = last_row = t_start
-        while not ctx.stop.is_set():
+        while not ctx.ui.stop_requested():
             now = time.perf_counter()
             due = int((now - t_start) * rate) - n
             for _ in range(max(due, 0)):
@@ -103,7 +111,7 @@ def sim_runner(rate: float, stats: dict, rows_every: float = 10.0):
 
 
 async def drive(app: ProbeApp, presses: int, ready, gap: tuple[float, float], key: str = "p") -> None:
-    from al.tui.widgets import MetricsTable
+    from al.frontends.tui.widgets import MetricsTable
 
     async with app.run_test(size=(120, 40)) as pilot:
         end = time.monotonic() + 600
@@ -143,15 +151,15 @@ def report(samples: list[float], label: str) -> None:
 def make_ctx(tmp: Path):
     import yaml
 
-    from al.config import load_config
-    from al.context import Context, Options, RunState
-    from al.paths import RunPaths
+    from al.core.config import load_config
+    from al.core.context import Context, Options, RunState
+    from al.core.paths import RunPaths
 
     cfg_file = tmp / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump({"run_dir": "run", "dataset": {"data_yaml": "data.yaml"}}))
     cfg = load_config(cfg_file, check_files=False)
     return Context(cfg=cfg, paths=RunPaths(cfg.run_dir), state=RunState(iteration=0, step="retrain", baseline=False),
-                   opts=Options(interactive=True), bus=EventBus())
+                   opts=Options(interactive=True), bus=Listeners())
 
 
 def main() -> int:
@@ -180,11 +188,11 @@ def main() -> int:
 
     if args.config is None:
         ap.error("--train needs --config")
+    from al.app.api import open_run
     from al.cli import _setup_logging
-    from al.config import load_config
-    from al.detector import prepare_offline
-    from al.paths import RunPaths
-    from al.session import open_run
+    from al.core.config import load_config
+    from al.core.paths import RunPaths
+    from al.yolo.detector import prepare_offline
 
     cfg = load_config(args.config)
     paths = RunPaths(cfg.run_dir)
@@ -193,10 +201,10 @@ def main() -> int:
     paths.root.mkdir(parents=True, exist_ok=True)
     prepare_offline(cfg.run_dir / ".yolo_config")
     _setup_logging(paths.events_log)
-    bus = EventBus()
+    bus = Listeners()
     training = threading.Event()
     bus.subscribe(lambda ev: training.set() if isinstance(ev, Progress) and ev.unit == "batches" else None)
-    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=False, auto=True, interactive=True, bus=bus)
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=False, auto=True, ui=bus)
     start = RunStarted("latency benchmark (training)", str(paths.root), 0, ctx.state.step, False, True)
     app = ProbeApp(ctx, start)
     asyncio.run(drive(app, args.presses, training.is_set, (0.05, 0.2), "p"))

@@ -16,7 +16,7 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small real demo dataset (digits on photos), generated once per test session."""
-    from al.demo import generate_demo
+    from al.data.demo import generate_demo
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     return generate_demo(out, seed=3, n_train=24, n_val=24, n_test=12, n_pool=16, size=128)
@@ -45,3 +45,14 @@ def make_config(tmp_path: Path, data_yaml: Path, **overrides) -> Path:
     path = tmp_path / "al_config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def step_context(cfg, state=None, *, opts=None, ui=None):
+    """A StepContext on `cfg` without opening a run (for tests that place a run at one step by hand)."""
+    from al.core.context import Listeners, Options, RunEnv, StepContext
+    from al.core.paths import RunPaths
+    from al.core.state import RunState
+    from al.yolo.service import DetectorService
+
+    return StepContext(env=RunEnv(cfg=cfg, paths=RunPaths(cfg.run_dir), opts=opts or Options()),
+                       state=state or RunState(), models=DetectorService(), ui=ui or Listeners())

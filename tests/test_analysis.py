@@ -11,9 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from al import analysis
-from al.analysis import analyze, box_contrast, grid_cell, position_of, size_bucket
-from al.store import read_json
+from al.core.store import read_json
+from al.report import error_analysis
+from al.report.error_analysis import (
+    analyze,
+    box_contrast,
+    grid_cell,
+    position_of,
+    size_bucket,
+)
 
 PNGS = ("fn_size_distribution.png", "fn_position_distribution.png", "error_heatmap.png")
 
@@ -102,14 +108,14 @@ def test_contrast_degenerate_box_is_zero():
 
 
 def test_difficulty_mixes_contrast_and_aspect():
-    assert analysis.difficulty_of(1.0, 2.0, 2.0) == pytest.approx(0.0)
-    assert analysis.difficulty_of(0.0, 1.0, 1.0) == pytest.approx(0.6)
-    assert analysis.difficulty_of(0.15, 4.0, 1.0) == pytest.approx(0.6 * 0.5 + 0.4 * 1.0)
-    assert analysis.difficulty_of(0.0, 0.1, 1.0) == pytest.approx(1.0)  # aspect score saturates at 1
-    assert analysis.difficulty_bucket(0.05, 5.0, 1.0) == "low_contrast"
-    assert analysis.difficulty_bucket(0.5, 2.0, 1.0) == "unusual_aspect"
-    assert analysis.difficulty_bucket(0.5, 0.5, 1.0) == "unusual_aspect"
-    assert analysis.difficulty_bucket(0.5, 1.9, 1.0) == "normal"
+    assert error_analysis.difficulty_of(1.0, 2.0, 2.0) == pytest.approx(0.0)
+    assert error_analysis.difficulty_of(0.0, 1.0, 1.0) == pytest.approx(0.6)
+    assert error_analysis.difficulty_of(0.15, 4.0, 1.0) == pytest.approx(0.6 * 0.5 + 0.4 * 1.0)
+    assert error_analysis.difficulty_of(0.0, 0.1, 1.0) == pytest.approx(1.0)  # aspect score saturates at 1
+    assert error_analysis.difficulty_bucket(0.05, 5.0, 1.0) == "low_contrast"
+    assert error_analysis.difficulty_bucket(0.5, 2.0, 1.0) == "unusual_aspect"
+    assert error_analysis.difficulty_bucket(0.5, 0.5, 1.0) == "unusual_aspect"
+    assert error_analysis.difficulty_bucket(0.5, 1.9, 1.0) == "normal"
 
 
 # --- the step ---------------------------------------------------------------------------------------
@@ -342,12 +348,12 @@ def test_only_images_with_errors_are_read_once(tmp_path, monkeypatch):
 
 def test_unreadable_image_raises_a_helpful_error(tmp_path):
     v = val([rec(str(tmp_path / "missing.png"), gt=[(0, 10, 10, 30, 30)], fn=[0])])
-    with pytest.raises(analysis.AnalysisError, match="missing.png.*cannot be read"):
+    with pytest.raises(error_analysis.AnalysisError, match="missing.png.*cannot be read"):
         analyze(v, tmp_path / "ea")
 
 
 def test_module_imports_no_heavy_or_ui_packages():
-    code = ("import sys, al.analysis; bad = [m for m in ('torch', 'ultralytics', 'textual') if m in sys.modules];"
+    code = ("import sys, al.report.error_analysis; bad = [m for m in ('torch', 'ultralytics', 'textual') if m in sys.modules];"
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

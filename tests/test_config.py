@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from al.cli import main
-from al.config import ConfigError, load_config
+from al.core.config import ConfigError, load_config
 from tests.conftest import make_config
 
 

@@ -2,8 +2,14 @@
 
 import pytest
 
-from al.convergence import (
-    MAX_ITERATIONS, OVERFITTING, PLATEAU, TARGET, Verdict, check, format_console,
+from al.metrics.convergence import (
+    MAX_ITERATIONS,
+    OVERFITTING,
+    PLATEAU,
+    TARGET,
+    Verdict,
+    check,
+    format_console,
 )
 
 KW = {"target_f1": 0.98, "plateau_threshold": 0.005, "plateau_window": 3, "overfit_gap": 0.05, "max_iterations": 10}

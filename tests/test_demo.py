@@ -1,4 +1,4 @@
-"""al.demo: the generated demo dataset is deterministic, well-formed, imbalanced, honest about test digits,
+"""al.data.demo: the generated demo dataset is deterministic, well-formed, imbalanced, honest about test digits,
 idempotent, and its labels point at the pixels that were painted."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from al import demo
-from al.dataset import read_labels
+from al.data import demo
+from al.data.dataset import read_labels
 
 SMALL = dict(n_train=12, n_val=6, n_test=6, n_pool=8, size=128)
 

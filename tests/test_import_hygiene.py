@@ -1,4 +1,4 @@
-"""The core runs without the UI: al.machine and the steps never import textual (checked in a fresh interpreter)."""
+"""The core runs without the UI: al.core.machine and the steps never import textual (checked in a fresh interpreter)."""
 
 import json
 import subprocess
@@ -14,11 +14,11 @@ def _loaded(module: str) -> set[str]:
 
 
 def test_core_never_imports_textual():
-    for mod in ("al.machine", "al.session", "al.console", "al.states.retrain", "al.cli"):
+    for mod in ("al.core.machine", "al.app.session", "al.frontends.console", "al.steps.retrain", "al.cli"):
         assert "textual" not in _loaded(mod), mod
 
 
 def test_pure_logic_imports_no_torch():
-    for mod in ("al.matching", "al.sampling", "al.convergence", "al.analysis", "al.plots", "al.store", "al.config",
-                "al.machine"):
+    for mod in ("al.metrics.matching", "al.selection.sampling", "al.metrics.convergence", "al.report.error_analysis", "al.report.plots", "al.core.store", "al.core.config",
+                "al.core.machine"):
         assert not _loaded(mod) & {"torch", "ultralytics"}, mod

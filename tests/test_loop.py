@@ -7,13 +7,14 @@ import shutil
 import pytest
 from filelock import FileLock
 
-from al import store
+from al.app.api import open_run
+from al.app.api import run_loop as run
 from al.cli import main
-from al.config import load_config
-from al.events import EventBus, StepFinished, StepStarted
-from al.machine import run
-from al.paths import RunPaths
-from al.session import open_run
+from al.core import store
+from al.core.config import load_config
+from al.core.context import Listeners
+from al.core.events import StepFinished, StepStarted
+from al.core.paths import RunPaths
 from tests.conftest import make_config
 
 EXPECTED = ["retrain", "validate", "analyze", "converge", "extract", "review", "retrain", "track",
@@ -22,10 +23,9 @@ EXPECTED = ["retrain", "validate", "analyze", "converge", "extract", "review", "
 
 def _run(cfg, *, resume=False, stop_after=None, dry_run=True, auto=False, start_iteration=None):
     """Run the machine; with stop_after=n, ask it to stop after the n-th finished step."""
-    bus = EventBus()
+    bus = Listeners()
     seen, finished = [], []
-    ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, auto=auto,
-                   interactive=False, bus=bus)
+    ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, auto=auto, ui=bus)
 
     def sub(ev):
         if isinstance(ev, StepStarted):
@@ -33,7 +33,7 @@ def _run(cfg, *, resume=False, stop_after=None, dry_run=True, auto=False, start_
         if isinstance(ev, StepFinished):
             finished.append(ev.step)
             if stop_after is not None and len(finished) == stop_after:
-                ctx.stop.set()
+                bus.stop()
 
     bus.subscribe(sub)
     return run(ctx), seen
@@ -70,7 +70,7 @@ def test_machine_order_and_run_tree(reference):
     assert int(rows[1]["labelled_images"]) == int(rows[0]["labelled_images"]) + 4
     assert int(rows[1]["val_images"]) == int(rows[0]["val_images"]) - 4
     state = store.read_json(p.state)
-    assert state["status"] == "done" and state["step"] == "done"
+    assert state["step"] == "done"
     meta = store.read_json(p.metadata(0))
     assert meta["dry_run"] is True and set(meta["timings_s"]) >= {"validate", "analyze", "extract", "review"}
     val = store.read_json(p.validation(0))
@@ -86,7 +86,7 @@ def test_resume_after_every_step_gives_the_same_csv(tmp_path, tiny_data, referen
     code, seen = _run(cfg, stop_after=stop_after)
     assert code == 130 and seen == EXPECTED[:stop_after]
     state = store.read_json(RunPaths(cfg.run_dir).state)
-    assert state["status"] == "interrupted" and state["step"] == EXPECTED[stop_after]
+    assert state["step"] == "interrupted" and state["stopped_at"] == EXPECTED[stop_after]
     code, seen2 = _run(cfg, resume=True)
     assert code == 0 and seen2 == EXPECTED[stop_after:]
     assert (cfg.run_dir / "metrics" / "convergence_tracking.csv").read_text() == ref_csv
@@ -137,11 +137,11 @@ def test_failed_step_is_resumable_after_fix(tmp_path, tiny_data):
     code, seen = _run(cfg)
     assert code == 0 and seen[-1] == "review"
     p = RunPaths(cfg.run_dir)
-    assert store.read_json(p.state)["status"] == "awaiting_review"
+    assert store.read_json(p.state)["step"] == "awaiting_review"
     code, _ = _run(cfg, resume=True)
     assert code == 1
     st = store.read_json(p.state)
-    assert st["status"] == "failed" and st["step"] == "review" and "Dataset not found" in st["error"]
+    assert st["step"] == "failed" and st["stopped_at"] == "review" and "Dataset not found" in st["error"]
     combined = cfg.dataset.combined_dir
     # the human's export: the pool images with their (hidden until now) labels
     shutil.copytree(tiny_data.parent / "pool" / "images", combined / "images" / "train")

@@ -4,15 +4,18 @@ near-duplicates across splits, and pseudo-labels scored when human labels replac
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 
-from al import dataset, store
-from al.review import Labelled, manifest, read_norm_labels, write_norm_labels
-from al.states import review
+from al.core import store
+from al.core.context import Options
+from al.data import dataset, manifest
+from al.review import Labelled, read_norm_labels, write_norm_labels
+from al.steps import review
 from tests.test_review_support import run_at_review
 
 BOX = np.array([[0, 0.1, 0.1, 0.4, 0.4]])
@@ -118,15 +121,15 @@ def test_auto_marks_pseudo_labels_with_per_class_thresholds(tmp_path, tiny_data)
     ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=3,
                              active_learning={"pseudo_label_conf": 0.5, "max_samples_per_iteration": 3,
                                               "pseudo_label_conf_per_class": {"zero": 0.95}})
-    ctx.opts.auto = True
+    ctx.env = replace(ctx.env, opts=Options(auto=True))
     assert review.run(ctx) == "next"
-    out = store.read_json(ctx.paths.review(0))
+    out = store.read_json(ctx.env.paths.review(0))
     assert out["mode"] == "pseudo" and out["pseudo_thresholds"]["zero"] == 0.95
-    man = store.read_json(ctx.paths.manifest(1))
+    man = store.read_json(ctx.env.paths.manifest(1))
     added = [e for e in man["images"].values() if e["iteration_added"] == 0]
     assert len(added) == 3 and {e["label_origin"] for e in added} == {"pseudo"}
     # class 'zero' (conf 0.9 < 0.95) was held back; the others (0.9 >= 0.5) became pseudo-labels
-    preds = [r["pred"] for r in store.read_json(ctx.paths.validation(0))["images"][:3]]
+    preds = [r["pred"] for r in store.read_json(ctx.env.paths.validation(0))["images"][:3]]
     want = sum(1 for pr in preds for r in pr if r[0] != 0 and r[1] >= 0.5)
     assert any(r[0] == 0 and r[1] >= 0.5 for pr in preds for r in pr)  # there was something to hold back
     got = np.concatenate([read_norm_labels(dataset.label_path(p), 5) for p, e in man["images"].items()
@@ -136,25 +139,25 @@ def test_auto_marks_pseudo_labels_with_per_class_thresholds(tmp_path, tiny_data)
 
 def test_test_split_is_never_selected_nor_merged(tmp_path, tiny_data):
     ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=2, active_learning={"review_source": "simulated"})
-    _, splits = dataset.read_snapshot(ctx.paths.dataset_version(0))
-    hard = store.read_json(ctx.paths.hard_examples(0))
+    _, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(0))
+    hard = store.read_json(ctx.env.paths.hard_examples(0))
     hard["picks"].append({"image": splits["test"][0], "score": 0.1, "errors": []})  # a hand-edited pick
-    store.write_json(ctx.paths.hard_examples(0), hard)
+    store.write_json(ctx.env.paths.hard_examples(0), hard)
     assert review.run(ctx) == "next"
     assert any("picks are test images and were dropped" in m for m in rec.messages())
-    _, new = dataset.read_snapshot(ctx.paths.dataset_version(1))
+    _, new = dataset.read_snapshot(ctx.env.paths.dataset_version(1))
     assert new["test"] == splits["test"]
     test_hashes = {dataset.file_hash(p) for p in splits["test"]}
     assert not test_hashes & {dataset.file_hash(p) for p in new["train"]}
-    out = store.read_json(ctx.paths.review(0))
+    out = store.read_json(ctx.env.paths.review(0))
     assert out["picks"] == 2 and out["added_images"] == 2 and out["removed_from_val"] == 2
 
 
 def test_test_images_in_a_human_export_are_refused(tmp_path, tiny_data):
     ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=2, active_learning={"require_human_review": False,
                                                                               "review_source": "manual"})
-    _, splits = dataset.read_snapshot(ctx.paths.dataset_version(0))
-    combined = ctx.cfg.dataset.combined_dir
+    _, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(0))
+    combined = ctx.env.cfg.dataset.combined_dir
     for p in splits["test"][:3] + splits["val"][:1]:
         shutil.copy(p, (combined / "images" / "train").mkdir(parents=True, exist_ok=True) or
                     combined / "images" / "train")
@@ -164,10 +167,10 @@ def test_test_images_in_a_human_export_are_refused(tmp_path, tiny_data):
     (combined / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/train\n"
                                         "names: [zero, one, two, three, four]\n")
     assert review.run(ctx) == "next"
-    out = store.read_json(ctx.paths.review(0))
+    out = store.read_json(ctx.env.paths.review(0))
     assert out["skipped_test_duplicates"] == 3 and out["added_images"] == 1 and out["removed_from_val"] == 1
     assert out["returned_labelled"] == 1 and any("the test split is frozen" in m for m in rec.messages())
-    meta_man = store.read_json(ctx.paths.manifest(1))
+    meta_man = store.read_json(ctx.env.paths.manifest(1))
     assert {e["split"] for p, e in meta_man["images"].items() if p in splits["test"]} == {"test"}
 
 
@@ -175,30 +178,30 @@ def test_human_labels_for_earlier_pseudo_labels_are_reported_by_the_step(tmp_pat
     """--auto in iteration 0, then in iteration 1 a human export that holds those images with true labels."""
     ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=3, active_learning={"pseudo_label_conf": 0.5,
                                                                               "require_human_review": False})
-    ctx.opts.auto = True
+    ctx.env = replace(ctx.env, opts=Options(auto=True))
     assert review.run(ctx) == "next"
-    pseudo = [p for p, e in store.read_json(ctx.paths.manifest(1))["images"].items()
+    pseudo = [p for p, e in store.read_json(ctx.env.paths.manifest(1))["images"].items()
               if e["label_origin"] == "pseudo"]
     # iteration 1: no new picks; the human's export (dataset.combined_dir) has the pseudo-labelled images
-    ctx.opts.auto = False
+    ctx.env = replace(ctx.env, opts=Options(auto=False))
     ctx.state.iteration = 1
-    store.write_json(ctx.paths.validation(1), {"iteration": 1, "images": []})
-    store.write_json(ctx.paths.hard_examples(1), {"iteration": 1, "picks": []})
-    combined = ctx.cfg.dataset.combined_dir
+    store.write_json(ctx.env.paths.validation(1), {"iteration": 1, "images": []})
+    store.write_json(ctx.env.paths.hard_examples(1), {"iteration": 1, "picks": []})
+    combined = ctx.env.cfg.dataset.combined_dir
     (combined / "images").mkdir(parents=True)
     (combined / "labels").mkdir()
     truth = {}
     for p in pseudo:
         dst = combined / "images" / p.rsplit("/", 1)[1]
         shutil.copy(p, dst)
-        src = store.read_json(ctx.paths.manifest(1))["images"][p]["origin"]
+        src = store.read_json(ctx.env.paths.manifest(1))["images"][p]["origin"]
         shutil.copy(dataset.label_path(src), dataset.label_path(dst))  # the true labels
         truth[p] = read_norm_labels(dataset.label_path(src), 5)
     with (dataset.label_path(combined / "images" / pseudo[0].rsplit("/", 1)[1])).open("a") as fh:
         fh.write("3 0.9 0.9 0.05 0.05\n")  # an object the model never saw
     (combined / "data.yaml").write_text("path: .\ntrain: images\nval: images\nnames: [zero, one, two, three, four]\n")
     assert review.run(ctx) == "next"
-    out = store.read_json(ctx.paths.review(1))
+    out = store.read_json(ctx.env.paths.review(1))
     pc = out["pseudo_label_check"]
     assert out["relabelled"] == 3 and pc["images"] == 3
     # the pseudo-labels were the ground truth at conf 0.9 (all >= 0.5): perfect precision, one missed object
@@ -206,7 +209,7 @@ def test_human_labels_for_earlier_pseudo_labels_are_reported_by_the_step(tmp_pat
     assert (pc["tp"], pc["fp"], pc["fn"]) == (n_true - 1, 0, 1) and pc["precision"] == 1.0
     assert pc["recall"] == pytest.approx((n_true - 1) / n_true) and pc["per_class"]["three"]["fn"] >= 1
     assert any("Pseudo-labels checked against human labels on 3 images" in m for m in rec.messages())
-    man = store.read_json(ctx.paths.manifest(2))
+    man = store.read_json(ctx.env.paths.manifest(2))
     assert not [e for e in man["images"].values() if e["label_origin"] == "pseudo"]
     assert sum(1 for e in man["images"].values() if e.get("relabelled_from") in pseudo) == 3
 
@@ -220,10 +223,10 @@ def test_initial_manifest_warns_about_near_duplicates_in_the_configured_splits(t
     train0, test0 = sorted((data / "images" / "train").iterdir())[0], sorted((data / "images" / "test").iterdir())[0]
     _img(train0, 0, like=test0, shift=2)
     ctx, rec = run_at_review(tmp_path, data / "data.yaml", n_picks=1, active_learning={"review_source": "simulated"})
-    _, splits = dataset.read_snapshot(ctx.paths.dataset_version(0))
+    _, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(0))
     assert splits["train"][0] == str(train0.resolve())
     assert review.run(ctx) == "next"
-    man = store.read_json(ctx.paths.manifest(0))
+    man = store.read_json(ctx.env.paths.manifest(0))
     assert {"image": splits["train"][0], "other": splits["test"][0], "split": "test", "distance": 0} in \
         [{**n, "distance": 0} for n in man["near_duplicates"]]
     assert any("training images are near-duplicates of validation/test images" in m for m in rec.messages())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from al.detector import correct_matrix, map_from_matches
+from al.yolo.detector import correct_matrix, map_from_matches
 
 
 def test_correct_matrix_thresholds_and_class():
@@ -22,7 +22,7 @@ def test_correct_matrix_equals_ultralytics_validator():
     import torch
     from ultralytics.models.yolo.detect import DetectionValidator
 
-    from al.matching import box_iou
+    from al.metrics.matching import box_iou
 
     rng = np.random.default_rng(0)
     v = DetectionValidator()

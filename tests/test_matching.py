@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from al.matching import box_iou, match_image, match_record, prf, summarize
+from al.metrics.matching import box_iou, match_image, match_record, prf, summarize
 
 
 def test_box_iou_hand_values():

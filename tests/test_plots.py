@@ -6,7 +6,7 @@ import struct
 import matplotlib.image as mpimg
 import pytest
 
-from al.plots import PLOT_FILES, _lines, plot_trends
+from al.report.plots import PLOT_FILES, _lines, plot_trends
 
 NAMES = ["zero", "one", "two"]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from al import detector, pool
+from al.selection import pool
+from al.yolo import detector
 
 SETTINGS = pool.ScanSettings(imgsz=64, conf=0.0001, iou=0.7, batch=4, device="cpu", cand_conf=1e-6, top_k=5,
                              max_candidates=20)

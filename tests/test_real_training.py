@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from al import store
-from al.config import load_config
-from al.paths import RunPaths
+from al.core import store
+from al.core.config import load_config
+from al.core.paths import RunPaths
 from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent

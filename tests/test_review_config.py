@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from al.config import ConfigError, load_config
+from al.core.config import ConfigError, load_config
 from tests.conftest import make_config
 
 

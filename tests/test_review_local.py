@@ -10,11 +10,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from al import dataset, store
-from al.events import ReviewRequired
+from al.core import store
+from al.core.events import ReviewRequired
+from al.data import dataset
 from al.review import ReviewError, read_norm_labels
 from al.review import package as pkg
-from al.states import review
+from al.steps import review
 from tests.test_review_support import resume, run_at_review
 
 
@@ -27,10 +28,10 @@ def paused(tmp_path, tiny_data):
 
 def test_package_holds_images_yolo_coco_previews_guidelines_and_zip(paused):
     ctx, rec = paused
-    rp = ctx.paths
+    rp = ctx.env.paths
     d = rp.package(0)
-    picks = store.read_json(ctx.paths.hard_examples(0))["picks"]
-    names = store.read_json(ctx.paths.dataset_version(0) / "version.json")["names"]
+    picks = store.read_json(ctx.env.paths.hard_examples(0))["picks"]
+    names = store.read_json(ctx.env.paths.dataset_version(0) / "version.json")["names"]
     assert sorted(p.name for p in (d / "images").iterdir()) == sorted(p["image"].rsplit("/", 1)[1] for p in picks)
     coco = json.loads((d / "annotations_coco.json").read_text())
     assert [c["name"] for c in coco["categories"]] == names and len(coco["images"]) == 4
@@ -57,9 +58,9 @@ def test_package_holds_images_yolo_coco_previews_guidelines_and_zip(paused):
 
 def test_round_trip_edit_labels_and_import_back(paused):
     ctx, rec = paused
-    rp = ctx.paths
+    rp = ctx.env.paths
     d, back = rp.package(0), rp.returned(0)
-    picks = [p["image"] for p in store.read_json(ctx.paths.hard_examples(0))["picks"]]
+    picks = [p["image"] for p in store.read_json(ctx.env.paths.hard_examples(0))["picks"]]
     stems = [p.rsplit("/", 1)[1].rsplit(".", 1)[0] for p in picks]
     for f in (d / "labels").iterdir():
         shutil.copy(f, back / f.name)
@@ -75,19 +76,19 @@ def test_round_trip_edit_labels_and_import_back(paused):
     expected = {i: read_norm_labels(back / f"{stems[i]}.txt", 5) for i in range(3)}
 
     assert resume(ctx) == "next"
-    out = store.read_json(ctx.paths.review(0))
+    out = store.read_json(ctx.env.paths.review(0))
     assert out["mode"] == "manual" and out["backend"] == "local"
     assert out["returned_labelled"] == 3 and out["negatives"] == 1 and out["not_returned"] == [
         picks[3].rsplit("/", 1)[1]]
     assert out["added_images"] == 3 and out["removed_from_val"] == 3 and out["val_changed"] is True
     assert out["added_boxes"] == sum(len(v) for v in expected.values())
-    ver, splits = dataset.read_snapshot(ctx.paths.dataset_version(1))
+    ver, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(1))
     assert set(picks[:3]).isdisjoint(splits["val"]) and picks[3] in splits["val"]  # moved, not copied
     for i in range(3):
-        added = ctx.paths.added_labels(0) / f"{stems[i]}.txt"
+        added = ctx.env.paths.added_labels(0) / f"{stems[i]}.txt"
         np.testing.assert_allclose(read_norm_labels(added, 5), expected[i], atol=1e-5)
     man = store.read_json(rp.manifest(1))
-    entries = [man["images"][p] for p in splits["train"] if p.startswith(str(ctx.paths.added_images(0)))]
+    entries = [man["images"][p] for p in splits["train"] if p.startswith(str(ctx.env.paths.added_images(0)))]
     assert len(entries) == 3
     assert all(e["source"] == "local-package" and e["label_origin"] == "human" and e["iteration_added"] == 0
                and e["moved_from"] == "val" and e["origin"] in picks for e in entries)
@@ -98,12 +99,12 @@ def test_round_trip_edit_labels_and_import_back(paused):
     assert sorted(diff["moved_from_val"]) == sorted(picks[:3]) and len(diff["added"]) == 3
     # re-running the step (a resume after a crash) gives the same version
     assert resume(ctx) == "next"
-    assert dataset.read_snapshot(ctx.paths.dataset_version(1))[0]["id"] == ver["id"]
+    assert dataset.read_snapshot(ctx.env.paths.dataset_version(1))[0]["id"] == ver["id"]
 
 
 def test_import_from_zip_and_from_coco(paused, tmp_path):
     ctx, _ = paused
-    rp = ctx.paths
+    rp = ctx.env.paths
     d = rp.package(0)
     names = store.read_json(d / "package.json")["names"]
     z = tmp_path / "labels.zip"
@@ -144,7 +145,7 @@ def _zip(path, members: dict[str, bytes], link: str | None = None):
                                   "C:/escape.txt", "..\\escape.txt", "link"])
 def test_zip_slip_is_refused_before_anything_is_extracted(paused, tmp_path, evil):
     ctx, _ = paused
-    rp = ctx.paths
+    rp = ctx.env.paths
     z = rp.returned(0) / "labels.zip"
     good = {"labels/a.txt": b"0 0.5 0.5 0.1 0.1\n"}
     if evil == "link":
@@ -154,23 +155,23 @@ def test_zip_slip_is_refused_before_anything_is_extracted(paused, tmp_path, evil
     with pytest.raises(ReviewError, match="refused, nothing extracted"):
         resume(ctx)
     assert not rp.unpacked(0).exists()  # not even the harmless member was written
-    assert not (tmp_path / "escape.txt").exists() and not (ctx.paths.root / "escape.txt").exists()
-    assert not (ctx.paths.iteration(0) / "escape.txt").exists()
+    assert not (tmp_path / "escape.txt").exists() and not (ctx.env.paths.root / "escape.txt").exists()
+    assert not (ctx.env.paths.iteration(0) / "escape.txt").exists()
     from pathlib import Path
     assert not Path("/tmp/al_zip_slip_escape.txt").exists()
-    assert not ctx.paths.review(0).exists()
+    assert not ctx.env.paths.review(0).exists()
 
 
 def test_returned_labels_that_match_no_image_are_refused(paused):
     ctx, _ = paused
-    (ctx.paths.returned(0) / "renamed_by_tool.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (ctx.env.paths.returned(0) / "renamed_by_tool.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     with pytest.raises(ReviewError, match="none of the returned labels belongs to an image of the package"):
         resume(ctx)
 
 
 def test_unreviewed_pre_annotations_are_flagged(paused):
     ctx, rec = paused
-    rp = ctx.paths
+    rp = ctx.env.paths
     for f in (rp.package(0) / "labels").iterdir():
         shutil.copy(f, rp.returned(0) / f.name)
     assert resume(ctx) == "next"

@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 import yaml
 
-from al import dataset, store
-from al.events import Progress
+from al.core import store
+from al.core.events import Progress
+from al.data import dataset
 from al.review import ReviewError, read_norm_labels
 from al.review import roboflow as rfmod
-from al.states import review
+from al.steps import review
 from tests.test_review_support import resume, run_at_review
 
 NAMES = ["zero", "one", "two", "three", "four"]
@@ -240,7 +241,7 @@ def _ctx(tmp_path, tiny_data, srv, monkeypatch, n_picks=4, **over):
 
 def _human_labels(ctx, srv, order: list[str], negative: str | None = None) -> dict[str, str]:
     """The reviewers' work: each upload's ground truth, written with the export's class order."""
-    by_name = {Path(p["image"]).name: p["image"] for p in store.read_json(ctx.paths.hard_examples(0))["picks"]}
+    by_name = {Path(p["image"]).name: p["image"] for p in store.read_json(ctx.env.paths.hard_examples(0))["picks"]}
     out = {}
     for u in srv.uploads.values():
         if u["name"] == negative:
@@ -254,12 +255,12 @@ def _human_labels(ctx, srv, order: list[str], negative: str | None = None) -> di
 
 def test_upload_with_pre_annotations_retries_and_counts_real_successes(tmp_path, tiny_data, server, monkeypatch):
     ctx, rec = _ctx(tmp_path, tiny_data, server, monkeypatch)
-    picks = [Path(p["image"]).name for p in store.read_json(ctx.paths.hard_examples(0))["picks"]]
+    picks = [Path(p["image"]).name for p in store.read_json(ctx.env.paths.hard_examples(0))["picks"]]
     server.upload_plan = {picks[1]: [429], picks[2]: [500] * 10}
     server.annotate_plan = {picks[3]: [503] * 10}
     assert review.run(ctx) == "pause"
 
-    up = store.read_json(ctx.paths.roboflow_upload(0))
+    up = store.read_json(ctx.env.paths.roboflow_upload(0))
     assert (up["uploaded"], up["total"]) == (3, 4) and up["batch"] == "al-iteration-0"
     status = {it["name"]: it["status"] for it in up["items"]}
     assert status == {picks[0]: "ok", picks[1]: "ok", picks[2]: "failed", picks[3]: "ok"}
@@ -281,25 +282,25 @@ def test_upload_with_pre_annotations_retries_and_counts_real_successes(tmp_path,
     for iid, a in server.annotations.items():
         assert a["prediction"] is True and a["labelmap"] == {str(i): n for i, n in enumerate(NAMES)}
         assert a["job"] == "al-iteration-0"
-        src = next(p["image"] for p in store.read_json(ctx.paths.hard_examples(0))["picks"]
+        src = next(p["image"] for p in store.read_json(ctx.env.paths.hard_examples(0))["picks"]
                    if Path(p["image"]).name == server.uploads[iid]["name"])
         assert len(a["text"].splitlines()) == len(dataset.label_path(src).read_text().splitlines())
-    info = store.read_json(ctx.paths.review_request(0))
+    info = store.read_json(ctx.env.paths.review_request(0))
     assert info["backend_status"] == "Roboflow ws/proj: 3 of 4 uploaded to batch 'al-iteration-0'"
 
     # pausing again (e.g. --start-iteration) does not upload the successes twice; what failed is retried
     server.upload_plan, server.annotate_plan = {}, {}
-    ctx.state.status = "running"
+    ctx.state.review_pending = False
     n = len(server.log)
     assert review.run(ctx) == "pause"
-    up = store.read_json(ctx.paths.roboflow_upload(0))
+    up = store.read_json(ctx.env.paths.roboflow_upload(0))
     assert up["uploaded"] == 4 and up["annotated"] == 4 and len(server.uploads) == 4
     assert server.paths()[n:].count(f"/dataset/{server.proj}/upload") == 1 and len(server.annotations) == 4
 
 
 def test_download_waits_for_export_matches_renamed_files_and_merges(tmp_path, tiny_data, server, monkeypatch):
     ctx, rec = _ctx(tmp_path, tiny_data, server, monkeypatch, match_classes_by_name=True)
-    picks = [p["image"] for p in store.read_json(ctx.paths.hard_examples(0))["picks"]]
+    picks = [p["image"] for p in store.read_json(ctx.env.paths.hard_examples(0))["picks"]]
     assert review.run(ctx) == "pause"
     with pytest.raises(ReviewError, match="has no dataset versions yet"):
         resume(ctx)
@@ -319,14 +320,14 @@ def test_download_waits_for_export_matches_renamed_files_and_merges(tmp_path, ti
     assert any("4 of 4 uploaded picks came back labelled (1 without objects" in m for m in msgs)
     assert server.paths()[n_before:].count("/download/export.zip") == 1
 
-    out = store.read_json(ctx.paths.review(0))
+    out = store.read_json(ctx.env.paths.review(0))
     assert out["backend"] == "roboflow" and out["roboflow_version"] == 2
     assert out["returned_labelled"] == 4 and out["negatives"] == 1 and out["not_returned"] == []
     assert out["ignored_not_selected"] == 1 and out["augmented_ignored"] == 1
     assert out["added_images"] == 4 and out["removed_from_val"] == 4
-    _, splits = dataset.read_snapshot(ctx.paths.dataset_version(1))
+    _, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(1))
     assert not set(picks) & set(splits["val"])
-    man = store.read_json(ctx.paths.manifest(1))
+    man = store.read_json(ctx.env.paths.manifest(1))
     added = {Path(e["origin"]).name: (p, e) for p, e in man["images"].items() if e["iteration_added"] == 0}
     assert set(added) == {Path(p).name for p in picks}
     for pick in picks:
@@ -348,20 +349,20 @@ def test_class_drift_is_refused_or_mapped(tmp_path, tiny_data, server, monkeypat
         resume(ctx)
     renamed = ["Four", "one", "three", "two", "zero"]
     server.build_export(renamed, _human_labels(ctx, server, order), extra=False)
-    shutil_rm = ctx.paths.roboflow_export(0, 1)
+    shutil_rm = ctx.env.paths.roboflow_export(0, 1)
     import shutil
 
     shutil.rmtree(shutil_rm)
-    ctx.cfg.review.roboflow.class_mapping = {"Four": "four"}
+    ctx.env.cfg.review.roboflow.class_mapping = {"Four": "four"}
     assert resume(ctx) == "next"
-    picks = [p["image"] for p in store.read_json(ctx.paths.hard_examples(0))["picks"]]
-    man = store.read_json(ctx.paths.manifest(1))
+    picks = [p["image"] for p in store.read_json(ctx.env.paths.hard_examples(0))["picks"]]
+    man = store.read_json(ctx.env.paths.manifest(1))
     for p, e in man["images"].items():
         if e["iteration_added"] == 0:
             np.testing.assert_allclose(read_norm_labels(dataset.label_path(p), 5),
                                        read_norm_labels(dataset.label_path(e["origin"]), 5), atol=1e-5)
     assert {e["origin"] for e in man["images"].values() if e["iteration_added"] == 0} == set(picks)
-    ctx.cfg.review.roboflow.class_mapping = {"Four": "vier"}
+    ctx.env.cfg.review.roboflow.class_mapping = {"Four": "vier"}
     with pytest.raises(ReviewError, match=r"mapping targets not in the project: \['Four -> vier'\]"):
         resume(ctx)
 
@@ -383,7 +384,7 @@ def test_auth_and_project_errors_say_what_to_fix(tmp_path, tiny_data, server, mo
         review.run(ctx)
     assert needle in str(e.value)
     assert server.key not in str(e.value) and "api_key=" not in str(e.value)
-    assert not ctx.paths.review_request(0).exists()  # not asked: a resume retries the upload
+    assert not ctx.env.paths.review_request(0).exists()  # not asked: a resume retries the upload
     if case != "no_key":
         assert len(server.log) <= 3  # a clear error, not a retry storm
 
@@ -395,11 +396,11 @@ def test_secrets_file_and_connection_errors(tmp_path, tiny_data, server, monkeyp
     ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=1,
                              review_cfg=rf_cfg(server, secrets_file=str(secrets)))
     monkeypatch.delenv("AL_TEST_RF_KEY", raising=False)
-    key = rfmod.load_api_key(ctx.cfg.review.roboflow)
+    key = rfmod.load_api_key(ctx.env.cfg.review.roboflow)
     assert key.value == server.key and key.where == f"secrets file {secrets}" and server.key not in repr(key)
     assert review.run(ctx) == "pause"
     # nothing listens here: connection errors are retried, then reported without the key (which is in the URL)
-    ctx.cfg.review.roboflow.api_url = "http://127.0.0.1:9"
+    ctx.env.cfg.review.roboflow.api_url = "http://127.0.0.1:9"
     with pytest.raises(ReviewError) as e:
         resume(ctx)
     assert "Fix the cause" not in str(e.value) and "max_retries" in str(e.value)

@@ -8,20 +8,22 @@ from pathlib import Path
 
 import cv2
 
-from al import dataset, store
-from al.config import load_config
-from al.context import Context, Options, RunState
-from al.events import EventBus, Message
-from al.paths import RunPaths
-from al.session import init_dataset
-from al.states import review
-from tests.conftest import make_config
+from al.app.session import init_dataset
+from al.core import store
+from al.core.config import load_config
+from al.core.context import Listeners, StepContext
+from al.core.events import Message
+from al.core.paths import RunPaths
+from al.core.state import RunState
+from al.data import dataset
+from al.steps import review
+from tests.conftest import make_config, step_context
 
 
 class Recorder:
     """Collects every event the step emits."""
 
-    def __init__(self, bus: EventBus):
+    def __init__(self, bus: Listeners):
         self.events = []
         bus.subscribe(self.events.append)
 
@@ -33,7 +35,7 @@ class Recorder:
 
 
 def run_at_review(tmp_path: Path, tiny_data: Path, n_picks: int = 4, *, review_cfg: dict | None = None,
-                  **overrides) -> tuple[Context, Recorder]:
+                  **overrides) -> tuple[StepContext, Recorder]:
     """A run whose iteration 0 stands at the review step: dataset version 0, a validation.json whose predictions
     are the ground truth (conf 0.9) plus one low-confidence stray box, and the first n val images as picks."""
     ov = {"active_learning__review_source": "manual", **overrides}
@@ -43,7 +45,7 @@ def run_at_review(tmp_path: Path, tiny_data: Path, n_picks: int = 4, *, review_c
     cfg = load_config(make_config(tmp_path, tiny_data, **ov))
     paths = RunPaths(cfg.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
-    bus = EventBus()
+    bus = Listeners()
     rec = Recorder(bus)
     ver = init_dataset(cfg, paths, bus)
     _, splits = dataset.read_snapshot(paths.dataset_version(0))
@@ -60,19 +62,19 @@ def run_at_review(tmp_path: Path, tiny_data: Path, n_picks: int = 4, *, review_c
     store.write_json(paths.hard_examples(0), {"iteration": 0, "source": "val", "strategy": "fn_weighted",
                                               "weights": {}, "candidates": n_picks, "picks": picks})
     state = RunState(iteration=0, step="review", baseline=False)
-    ctx = Context(cfg=cfg, paths=paths, state=state, opts=Options(), bus=bus)
+    ctx = step_context(cfg, state, ui=bus)
     return ctx, rec
 
 
-def resume(ctx: Context) -> str:
+def resume(ctx: StepContext) -> str:
     """What --resume does after a review pause."""
-    ctx.state.status = "awaiting_review"
+    ctx.state.review_pending = True
     return review.run(ctx)
 
 
 def test_review_info_keeps_its_keys_and_names_the_backend(tmp_path, tiny_data):
     ctx, _ = run_at_review(tmp_path, tiny_data)
-    picks = store.read_json(ctx.paths.hard_examples(0))["picks"]
+    picks = store.read_json(ctx.env.paths.hard_examples(0))["picks"]
     info = review.review_info(ctx, picks)
     assert {"iteration", "hard_examples", "fn_crops", "picks", "steps", "combined_dir"} <= set(info)
     assert info["backend"] == "local" and info["package_dir"].endswith("review_package")

@@ -4,10 +4,20 @@ import random
 
 import pytest
 
-from al import sampling
-from al.sampling import (
-    class_balance, conf_uncertainty, describe, format_console, random_baseline, score_errors, select_images,
-    size_diversity, size_rarity, spatial_diversity, uncertainty, validate_weights,
+from al.selection import sampling
+from al.selection.sampling import (
+    class_balance,
+    conf_uncertainty,
+    describe,
+    format_console,
+    random_baseline,
+    score_errors,
+    select_images,
+    size_diversity,
+    size_rarity,
+    spatial_diversity,
+    uncertainty,
+    validate_weights,
 )
 
 W = {"class_balance_weight": 0.3, "size_diversity_weight": 0.3, "spatial_diversity_weight": 0.2,

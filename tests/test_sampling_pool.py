@@ -5,9 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from al.sampling import (
-    binary_entropy, candidate_uncertainty, class_confusion, combined_select, image_uncertainty, inverse_frequency,
-    k_center_greedy, rare_class_score, relative_class_probs, top_uncertain, validate_combined_weights,
+from al.selection.sampling import (
+    binary_entropy,
+    candidate_uncertainty,
+    class_confusion,
+    combined_select,
+    image_uncertainty,
+    inverse_frequency,
+    k_center_greedy,
+    rare_class_score,
+    relative_class_probs,
+    top_uncertain,
+    validate_combined_weights,
 )
 
 H25 = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))  # 0.8112781...

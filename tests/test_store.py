@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from al import store
+from al.core import store
 
 
 def test_write_read_roundtrip_with_schema(tmp_path):

@@ -7,13 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from al import pool, sampling, store
-from al.config import ConfigError, SamplingConfig, load_config
-from al.events import EventBus, Progress
-from al.machine import run
-from al.paths import RunPaths
-from al.session import open_run
-from al.states import extract
+from al.app.api import open_run
+from al.app.api import run_loop as run
+from al.core import store
+from al.core.config import ConfigError, SamplingConfig, load_config
+from al.core.context import Listeners
+from al.core.events import Progress
+from al.core.paths import RunPaths
+from al.selection import pool, sampling
+from al.steps import extract
 from tests.conftest import make_config
 
 NAMES = ["zero", "one", "two"]
@@ -92,10 +94,10 @@ def test_sampling_config_keys_and_defaults(tmp_path, tiny_data):
 
 def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
     cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool"))
-    bus = EventBus()
+    bus = Listeners()
     events = []
     bus.subscribe(events.append)
-    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, interactive=False, bus=bus)
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, ui=bus)
     assert run(ctx) == 0
     p = RunPaths(cfg.run_dir)
     hard = store.read_json(p.hard_examples(0))
@@ -121,8 +123,7 @@ def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
 def test_other_strategies_run_in_the_loop(tmp_path, tiny_data, strategy):
     cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool",
                                   active_learning__max_iterations=1, sampling_strategy={"strategy": strategy}))
-    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, interactive=False,
-                   bus=EventBus())
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, ui=Listeners())
     assert run(ctx) == 0
     ctx.state.iteration = 0
     extract.run(ctx)  # max_iterations 1 stops before extract; run the step on its own

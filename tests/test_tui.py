@@ -11,16 +11,36 @@ from pathlib import Path
 import pytest
 import yaml
 
-from al import dataset, store
-from al.config import load_config
-from al.context import Context, Options, RunState
-from al.events import (STEPS, EpochEnd, EventBus, IterationStarted, Message, MetricsRow, Progress, ReviewRequired,
-                       RunFailed, RunStarted, StepFinished, StepStarted)
-from al.paths import RunPaths
-from al.tui.app import LoopApp
-from al.tui.modals import ConfirmScreen, ErrorScreen
-from al.tui.review import ReviewScreen
-from al.tui.widgets import ClassPlot, LogPane, MetricsTable, StepProgress, StepTimeline
+from al.app.api import STEPS
+from al.core import store
+from al.core.config import load_config
+from al.core.context import StepContext
+from al.core.events import (
+    EpochEnd,
+    IterationStarted,
+    Message,
+    MetricsRow,
+    Progress,
+    ReviewRequired,
+    RunFailed,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+)
+from al.core.paths import RunPaths
+from al.core.state import RunState
+from al.data import dataset
+from al.frontends.tui.app import LoopApp
+from al.frontends.tui.modals import ConfirmScreen, ErrorScreen
+from al.frontends.tui.review import ReviewScreen
+from al.frontends.tui.widgets import (
+    ClassPlot,
+    LogPane,
+    MetricsTable,
+    StepProgress,
+    StepTimeline,
+)
+from tests.conftest import step_context
 
 SIZE = (120, 40)
 NAMES = ["zero", "one", "two"]
@@ -37,8 +57,8 @@ def pilot(fn):
 
 
 # ---- helpers shared with the other test_tui* files ---------------------------------------------------------------
-def make_ctx(tmp_path: Path, state: RunState | None = None, **al_cfg) -> Context:
-    """A real Context on a config whose files need not exist (the TUI only reads run_dir and target_f1)."""
+def make_ctx(tmp_path: Path, state: RunState | None = None, **al_cfg) -> StepContext:
+    """A real StepContext on a config whose files need not exist (the TUI only reads run_dir and target_f1)."""
     cfg_file = tmp_path / "al_config.yaml"
     cfg_file.write_text(yaml.safe_dump({
         "run_dir": "run", "dataset": {"data_yaml": "data/data.yaml", "combined_dir": "combined"},
@@ -46,10 +66,10 @@ def make_ctx(tmp_path: Path, state: RunState | None = None, **al_cfg) -> Context
     cfg = load_config(cfg_file, check_files=False)
     paths = RunPaths(cfg.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
-    return Context(cfg=cfg, paths=paths, state=state or RunState(), opts=Options(interactive=True), bus=EventBus())
+    return step_context(cfg, state)
 
 
-def start_event(ctx: Context, run_dir: str = "/runs/demo") -> RunStarted:
+def start_event(ctx: StepContext, run_dir: str = "/runs/demo") -> RunStarted:
     return RunStarted("ACTIVE LEARNING LOOP - yolov8n.yaml (detect)", run_dir, ctx.state.iteration, ctx.state.step,
                       True, False)
 
@@ -90,14 +110,26 @@ def dashboard_events() -> list:
     return evs
 
 
+def wait_until(cond, timeout: float) -> bool:
+    """Poll `cond` until it holds or `timeout` seconds pass (the runner's side of a quit)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def replay(events: list, then_wait: bool = True):
     """A runner that emits `events` on the bus, then waits for a quit (returns 130) like the real one."""
 
-    def runner(ctx: Context) -> int:
+    def runner(ctx: StepContext) -> int:
         for ev in events:
-            ctx.bus.emit(ev)
+            ctx.ui.emit(ev)
         if then_wait:
-            ctx.stop.wait(30)
+            wait_until(ctx.ui.stop_requested, 30)
             return 130
         return 0
 
@@ -182,10 +214,10 @@ async def test_progress_bar_units_and_eta(tmp_path):
 
     def runner(c):
         for ev in evs:
-            c.bus.emit(ev)
+            c.ui.emit(ev)
         gate.wait(10)
-        c.bus.emit(Progress("retrain", 3, 10, "batches", "epoch 1/3"))
-        c.bus.emit(Message("[TEST] events sent"))
+        c.ui.emit(Progress("retrain", 3, 10, "batches", "epoch 1/3"))
+        c.ui.emit(Message("[TEST] events sent"))
         c.stop.wait(30)
         return 130
 
@@ -205,10 +237,10 @@ async def test_history_rebuilt_from_disk_on_resume(tmp_path):
     state = RunState(iteration=2, step="extract", baseline=False, timings={"2": {"validate": 3.0, "analyze": 1.0,
                                                                                   "converge": 0.2}})
     ctx = make_ctx(tmp_path, state)
-    from al.states.converge import COLUMNS
+    from al.steps.converge import COLUMNS
 
     rows = [metrics_row(k, f1) for k, f1 in enumerate((0.4, 0.5, 0.6, 0.7))]  # row 3 is stale (re-run from 2)
-    store.write_csv(ctx.paths.convergence_csv, rows, COLUMNS)
+    store.write_csv(ctx.env.paths.convergence_csv, rows, COLUMNS)
     app = LoopApp(ctx, start_event(ctx), runner=replay([Message("[TEST] events sent")]), clock=lambda: 100.0)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="start")
@@ -227,14 +259,14 @@ async def test_quit_asks_then_stops_runner_and_returns_its_code(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "[TEST] events sent" in log_text(app), what="start")
         await pilot.press("q")
-        assert isinstance(app.screen, ConfirmScreen) and not ctx.stop.is_set()
+        assert isinstance(app.screen, ConfirmScreen) and not ctx.ui.stop_requested()
         await pilot.press("n")  # keep running
-        assert not isinstance(app.screen, ConfirmScreen) and not ctx.stop.is_set()
+        assert not isinstance(app.screen, ConfirmScreen) and not ctx.ui.stop_requested()
         await pilot.press("ctrl+c")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.return_value is not None, what="exit")
-    assert ctx.stop.is_set() and app.return_value == 130
+    assert ctx.ui.stop_requested() and app.return_value == 130
 
 
 @pilot
@@ -246,7 +278,7 @@ async def test_run_failed_opens_error_modal_and_run_stays_resumable(tmp_path):
 
     def runner(c):
         for ev in evs:
-            c.bus.emit(ev)
+            c.ui.emit(ev)
         return 1
 
     app = LoopApp(ctx, start_event(ctx), runner=runner)
@@ -280,7 +312,7 @@ async def test_runner_crash_is_shown_not_swallowed(tmp_path):
         assert app.code == 1
 
 
-# ---- review with the real review step (al.machine.run; no training involved) ------------------------------------
+# ---- review with the real review step (al.core.machine.run; no training involved) ------------------------------------
 def _image(path: Path, seed: int, boxes: int) -> str:
     """A small real JPEG (distinct content per seed) with `boxes` YOLO labels beside it."""
     import numpy as np
@@ -294,7 +326,7 @@ def _image(path: Path, seed: int, boxes: int) -> str:
     return str(path.resolve())
 
 
-def review_run(tmp_path: Path, export: str) -> Context:
+def review_run(tmp_path: Path, export: str) -> StepContext:
     """A run paused before the manual review of iteration 0 (local backend). export: 'none', 'same' (the training
     set only) or 'new' (the training set plus the two picked images), as a YOLO dataset in dataset.combined_dir."""
     data = tmp_path / "data"
@@ -302,23 +334,23 @@ def review_run(tmp_path: Path, export: str) -> Context:
     val = [_image(data / "images" / "val" / f"v{i}.jpg", 100 + i, 3) for i in range(4)]
     state = RunState(iteration=0, step="review", baseline=False)
     ctx = make_ctx(tmp_path, state)
-    ctx.cfg.review.local.thumbnails = False
-    ctx.cfg.review.local.make_zip = False
-    dataset.write_snapshot(ctx.paths.dataset_version(0), NAMES, {"train": train, "val": val, "test": []},
+    ctx.env.cfg.review.local.thumbnails = False
+    ctx.env.cfg.review.local.make_zip = False
+    dataset.write_snapshot(ctx.env.paths.dataset_version(0), NAMES, {"train": train, "val": val, "test": []},
                            {"version": 0, "names": NAMES, "parent": None, "origin": "config"})
-    store.write_json(ctx.paths.validation(0), {"iteration": 0, "names": NAMES, "images": [
+    store.write_json(ctx.env.paths.validation(0), {"iteration": 0, "names": NAMES, "images": [
         {"image": v, "width": 32, "height": 32, "gt": [], "pred": [[0, 0.9, 4.0, 4.0, 12.0, 12.0]]} for v in val]})
-    crop = str(ctx.paths.fn_crops(0) / "v0_fn0_zero.jpg")
+    crop = str(ctx.env.paths.fn_crops(0) / "v0_fn0_zero.jpg")
     picks = [{"image": v, "score": 0.8 - 0.1 * i, "components": {"class_balance": 0.5, "size_diversity": 0.25,
                                                                  "spatial_diversity": 1.0, "uncertainty": 0.1},
               "reasons": [f"fn small 'zero' at edge (difficulty 0.{i + 3})"],
               "errors": [{"kind": "fn", "size": "small", "class_name": "zero", "position": "edge", "crop": crop}]}
              for i, v in enumerate(val[:2])]
-    store.write_json(ctx.paths.hard_examples(0), {"iteration": 0, "source": "val", "strategy": "fn_weighted",
+    store.write_json(ctx.env.paths.hard_examples(0), {"iteration": 0, "source": "val", "strategy": "fn_weighted",
                                                   "weights": {}, "candidates": 4, "picks": picks})
-    state.save(ctx.paths)
+    state.save(ctx.env.paths)
     if export != "none":
-        comb = ctx.cfg.dataset.combined_dir
+        comb = ctx.env.cfg.dataset.combined_dir
         for p in train + (val[:2] if export == "new" else []):
             src = Path(p)
             for f in (src, dataset.label_path(src)):
@@ -330,22 +362,23 @@ def review_run(tmp_path: Path, export: str) -> Context:
     return ctx
 
 
-def stop_after_review(ctx: Context) -> None:
+def stop_after_review(app: LoopApp) -> None:
     """Stop the real machine once review is done (so the test does not train)."""
-    ctx.bus.subscribe(lambda ev: ctx.stop.set() if isinstance(ev, StepFinished) and ev.step == "review" else None)
+    app.ctx.ui.sinks.append(lambda ev: app.stop_runner() if isinstance(ev, StepFinished) and ev.step == "review"
+                            else None)
 
 
 @pilot
 async def test_review_enter_continues_with_changed_dataset(tmp_path, monkeypatch):
-    from al.machine import run
+    from al.app.api import run_loop as run
 
     logged: list[str] = []
     orig = LogPane.add
     monkeypatch.setattr(LogPane, "add", lambda self, text, level="info": (logged.append(text), orig(self, text,
                                                                                                     level)))
     ctx = review_run(tmp_path, "new")
-    stop_after_review(ctx)
     app = LoopApp(ctx, start_event(ctx), runner=run)
+    stop_after_review(app)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
         screen = app.screen
@@ -356,7 +389,7 @@ async def test_review_enter_continues_with_changed_dataset(tmp_path, monkeypatch
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.return_value is not None, what="exit")
     assert app.return_value == 130  # stopped by the test right after review
-    review = store.read_json(ctx.paths.review(0))
+    review = store.read_json(ctx.env.paths.review(0))
     assert review["mode"] == "manual" and review["added_images"] == 2
     assert any(t.startswith("[REVIEW] Continuing: +2 images, +6 boxes") for t in logged)
     assert any("[REVIEW] 2 images added" in t for t in logged)  # the core's own summary of the import
@@ -364,7 +397,7 @@ async def test_review_enter_continues_with_changed_dataset(tmp_path, monkeypatch
 
 @pilot
 async def test_review_q_quits_leaving_awaiting_review(tmp_path):
-    from al.machine import run
+    from al.app.api import run_loop as run
 
     ctx = review_run(tmp_path, "none")
     app = LoopApp(ctx, start_event(ctx), runner=run)
@@ -373,18 +406,18 @@ async def test_review_q_quits_leaving_awaiting_review(tmp_path):
         await pilot.press("q")
         await wait_for(pilot, lambda: app.return_value is not None, what="exit")
     assert app.return_value == 0
-    saved = store.read_json(ctx.paths.state)
-    assert saved["status"] == "awaiting_review" and saved["step"] == "review"
-    assert not ctx.paths.review(0).exists()
+    saved = store.read_json(ctx.env.paths.state)
+    assert saved["step"] == "awaiting_review" and saved["review_pending"]
+    assert not ctx.env.paths.review(0).exists()
 
 
 @pilot
 async def test_review_unchanged_dataset_asks_before_continuing(tmp_path):
-    from al.machine import run
+    from al.app.api import run_loop as run
 
     ctx = review_run(tmp_path, "same")
-    stop_after_review(ctx)
     app = LoopApp(ctx, start_event(ctx), runner=run)
+    stop_after_review(app)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
         await pilot.press("enter")
@@ -398,14 +431,14 @@ async def test_review_unchanged_dataset_asks_before_continuing(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation again")
         await pilot.press("y")
         await wait_for(pilot, lambda: app.return_value is not None, what="exit")
-    assert store.read_json(ctx.paths.review(0))["added_images"] == 0
+    assert store.read_json(ctx.env.paths.review(0))["added_images"] == 0
 
 
 @pilot
 async def test_review_event_without_waiter_shows_paused_status(tmp_path):
     """Non-interactive core (no wait_for_review call): the run pauses and the dashboard says so."""
     ctx = make_ctx(tmp_path)
-    from al.events import RunPaused
+    from al.core.events import RunPaused
 
     evs = [IterationStarted(0), StepStarted(0, "review", "Manual review required"),
            ReviewRequired({"iteration": 0, "hard_examples": 3, "picks": []}),
@@ -441,9 +474,9 @@ async def test_review_arriving_during_quit_question_waits_for_the_answer(tmp_pat
     info = {"iteration": 0, "hard_examples": 0, "picks": [], "combined_dir": None}
 
     def runner(c):
-        c.bus.emit(Message("[TEST] events sent"))
+        c.ui.emit(Message("[TEST] events sent"))
         gate.wait(10)
-        answers.append(c.wait_for_review(info))
+        answers.append(c.ui.wait_for_review(info))
         return 0  # like the core: a refused review pauses the run
 
     app = LoopApp(ctx, start_event(ctx), runner=runner)

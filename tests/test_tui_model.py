@@ -6,10 +6,11 @@ import json
 
 import yaml
 
-from al import dataset, store
-from al.events import STEPS
-from al.tui import dataset_diff
-from al.tui.model import Eta, MetricRow, Timeline, fmt_secs, history_on_open
+from al.app.api import STEPS
+from al.core import store
+from al.data import dataset
+from al.frontends.tui import dataset_diff
+from al.frontends.tui.model import Eta, MetricRow, Timeline, fmt_secs, history_on_open
 
 
 def test_timeline_resume_marks_earlier_steps_done_or_skipped():

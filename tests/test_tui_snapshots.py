@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-from al.events import IterationStarted, ReviewRequired, RunFailed, StepStarted
-from al.tui.app import LoopApp
-from al.tui.modals import ErrorScreen
-from al.tui.review import ReviewScreen
+from al.core.events import IterationStarted, ReviewRequired, RunFailed, StepStarted
+from al.frontends.tui.app import LoopApp
+from al.frontends.tui.modals import ErrorScreen
+from al.frontends.tui.review import ReviewScreen
 from tests.test_tui import dashboard_events, log_text, make_ctx, replay, start_event
 
 SIZE = (120, 40)
@@ -63,10 +63,10 @@ def test_review_screen_snapshot(snap_compare, tmp_path):
 
     def runner(c):
         info = review_info()
-        c.bus.emit(IterationStarted(1))
-        c.bus.emit(StepStarted(1, "review", "Manual review required"))
-        c.bus.emit(ReviewRequired(info))
-        return 0 if c.wait_for_review(info) else 0
+        c.ui.emit(IterationStarted(1))
+        c.ui.emit(StepStarted(1, "review", "Manual review required"))
+        c.ui.emit(ReviewRequired(info))
+        return 0 if c.ui.wait_for_review(info) else 0
 
     app = LoopApp(ctx, start_event(ctx, RUN), runner=runner, clock=lambda: 100.0)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from al import store
-from al.paths import RunPaths
+from al.core import store
+from al.core.paths import RunPaths
 from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
         term.wait_text("Stop the run?")
         term.keys("y")
         assert term.wait_exit() == 130
-        assert store.read_json(paths.state)["status"] == "interrupted"
+        assert store.read_json(paths.state)["step"] == "interrupted"
 
         # 2. --resume: on to the review screen; export, Enter continues; at the next review q leaves it waiting
         term.start(loop + ["--resume"])
@@ -115,7 +115,7 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
         term.keys("q")
         assert term.wait_exit() == 0
         state = store.read_json(paths.state)
-        assert (state["status"], state["iteration"], state["step"]) == ("awaiting_review", 1, "review")
+        assert (state["step"], state["iteration"], state["review_pending"]) == ("awaiting_review", 1, True)
 
         # 3. --resume again: metrics of iterations 0 and 1 come back from disk, the run finishes
         term.start(loop + ["--resume"])
@@ -124,7 +124,7 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
         assert rows == ["0", "1", "2"], screen
         term.keys("q")
         assert term.wait_exit() == 0
-        assert store.read_json(paths.state)["status"] == "done"
+        assert store.read_json(paths.state)["step"] == "done"
         assert [r["iteration"] for r in store.read_csv(paths.convergence_csv)] == ["0", "1", "2"]
     finally:
         term.close()

@@ -5,23 +5,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from al.context import Context
-from al.events import Message
-from al.review import Labelled, ReviewError, package, pick_predictions, pre_annotation_conf
+from al.core.context import StepContext
+from al.core.events import Message
+from al.review import (
+    Labelled,
+    ReviewError,
+    package,
+    pick_predictions,
+    pre_annotation_conf,
+)
 
 
-def prepare(ctx: Context, picks: list[dict], names: list[str]) -> dict:
+def prepare(ctx: StepContext, picks: list[dict], names: list[str]) -> dict:
     """Write the annotation package (folder + zip) for the picks; returns what the review screen shows."""
-    k, lc = ctx.k, ctx.cfg.review.local
-    rp = ctx.paths
+    k, lc = ctx.iteration, ctx.env.cfg.review.local
+    rp = ctx.env.paths
     extra = lc.guidelines.read_text(encoding="utf-8") if lc.guidelines else None
     res = package.build(rp.package(k), rp.package_zip(k) if lc.make_zip else None, picks, pick_predictions(ctx),
                         names, iteration=k, conf=pre_annotation_conf(ctx), thumbnails=lc.thumbnails,
                         thumb_size=lc.thumbnail_size, extra_guidelines=extra)
-    ctx.bus.emit(Message(f"[REVIEW] Annotation package: {res['dir']} ({res['images']} images, "
+    ctx.ui.emit(Message(f"[REVIEW] Annotation package: {res['dir']} ({res['images']} images, "
                          f"{res['pre_annotations']} pre-annotations)" + (f"; zip: {res['zip']}" if res["zip"] else "")))
     return {"backend_status": f"local annotation package {res['dir']} ({res['images']} images); return labels in "
-                              f"{ctx.cfg.review.local.import_from or res['returned_dir']}", "package": res}
+                              f"{ctx.env.cfg.review.local.import_from or res['returned_dir']}", "package": res}
 
 
 def label_source(import_from: Path | None, returned: Path, combined: Path | None) -> tuple[str, Path | None]:
@@ -35,10 +41,10 @@ def label_source(import_from: Path | None, returned: Path, combined: Path | None
     return "combined", Path(combined) if combined else None
 
 
-def _find(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
+def _find(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
     """The human's labels, from where label_source() says."""
-    k, cfg = ctx.k, ctx.cfg
-    rp = ctx.paths
+    k, cfg = ctx.iteration, ctx.env.cfg
+    rp = ctx.env.paths
     kind, src = label_source(cfg.review.local.import_from, rp.returned(k), cfg.dataset.combined_dir)
     if kind != "combined":
         if package.is_yolo_dataset(src):
@@ -54,7 +60,7 @@ def _find(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Label
                               f"{rp.package(k)} (they are matched by file name). Keep the image names, then run "
                               f"again with --resume.")
         if summary["unedited_pre_annotations"] and summary["unedited_pre_annotations"] == summary["returned_labelled"]:
-            ctx.bus.emit(Message("[REVIEW] WARNING: every returned label file equals the model's pre-annotation; "
+            ctx.ui.emit(Message("[REVIEW] WARNING: every returned label file equals the model's pre-annotation; "
                                  "were they reviewed? They are imported as human labels.", "warning"))
         return cands, summary
     combined = cfg.dataset.combined_dir
@@ -71,11 +77,11 @@ def _find(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Label
     return package.import_yolo_dataset(yml, names, picks)
 
 
-def collect(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
+def collect(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
     """The reviewed picks as Labelled records, and how many came back."""
     cands, summary = _find(ctx, picks, names)
     back = summary["not_returned"]
-    ctx.bus.emit(Message(f"[REVIEW] {summary['source']}: {summary['returned_labelled']} of {len(picks)} picks came "
+    ctx.ui.emit(Message(f"[REVIEW] {summary['source']}: {summary['returned_labelled']} of {len(picks)} picks came "
                          f"back labelled ({summary['negatives']} without objects, kept as negatives)"
                          + (f"; not back: {', '.join(back[:5])}{' ...' if len(back) > 5 else ''}" if back else "")))
     return cands, summary

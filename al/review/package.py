@@ -22,8 +22,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from al import dataset, store
-from al.review import Labelled, ReviewError, norm_boxes, read_norm_labels, write_norm_labels
+from al.core import store
+from al.data import dataset
+from al.review import (
+    Labelled,
+    ReviewError,
+    norm_boxes,
+    read_norm_labels,
+    write_norm_labels,
+)
 
 PACKAGE_SCHEMA = 1
 

@@ -23,12 +23,22 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote, quote_plus
 
-from al import dataset, store
-from al.config import RoboflowReviewConfig
-from al.context import Context, Interrupted
-from al.events import Event, Message, Progress
-from al.review import (Labelled, ReviewError, class_map, norm_boxes, pick_predictions,
-                       pre_annotation_conf, read_norm_labels, remap)
+from al.core import store
+from al.core.config import RoboflowReviewConfig
+from al.core.context import StepContext
+from al.core.errors import Interrupted
+from al.core.events import Event, Message, Progress
+from al.data import dataset
+from al.review import (
+    Labelled,
+    ReviewError,
+    class_map,
+    norm_boxes,
+    pick_predictions,
+    pre_annotation_conf,
+    read_norm_labels,
+    remap,
+)
 from al.review.package import unique_names
 
 log = logging.getLogger("al")
@@ -182,9 +192,9 @@ class Client:
     """One Roboflow project, reached through the SDK with retries, clear errors and a scrubbed key."""
 
     def __init__(self, rcfg: RoboflowReviewConfig, key: ApiKey, *, emit: Callable[[Event], None] = lambda e: None,
-                 stop: threading.Event | None = None):
+                 stop_requested: Callable[[], bool] = lambda: False):
         self.cfg, self.key, self.emit = rcfg, key, emit
-        self.stop = stop or threading.Event()
+        self.stop_requested = stop_requested
         self.rf = sdk(rcfg.api_url)
         self.workspace: str | None = rcfg.workspace
         self.project_slug = rcfg.project
@@ -194,8 +204,14 @@ class Client:
 
     # -- plumbing
     def _sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
-            raise Interrupted("stopped while waiting for Roboflow; --resume continues")
+        end = time.monotonic() + seconds
+        while True:  # a quit must not wait out a long backoff
+            if self.stop_requested():
+                raise Interrupted("stopped while waiting for Roboflow; --resume continues")
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
 
     def _fatal(self, code: int | None, what: str, detail: str, transient: bool = False) -> ReviewError:
         ws, proj = self.workspace or "<your workspace>", self.project_slug
@@ -290,7 +306,7 @@ class Client:
         rec = {**base, "workspace": self.workspace, "project": f"{self.workspace}/{self.project_slug}",
                "batch": batch, "tags": tags, "items": out}
         for i, it in enumerate(items, 1):
-            if self.stop.is_set():
+            if self.stop_requested():
                 raise Interrupted("upload stopped; --resume uploads the rest (finished ones are not repeated)")
             done = prev.get(it["name"])
             if done and done.get("hash") == it["hash"]:
@@ -479,15 +495,15 @@ def _crops_of(pick: dict, report: list[dict]) -> list[str]:
     return [c for c in dict.fromkeys(crops) if Path(c).is_file()]
 
 
-def _upload_items(ctx: Context, picks: list[dict]) -> list[dict]:
+def _upload_items(ctx: StepContext, picks: list[dict]) -> list[dict]:
     """One upload per pick (with its YOLO pre-annotation) and, optionally, one per false-negative crop."""
-    rcfg = ctx.cfg.review.roboflow
+    rcfg = ctx.env.cfg.review.roboflow
     recs = pick_predictions(ctx)
     conf = pre_annotation_conf(ctx)
-    stage = ctx.paths.roboflow_upload(ctx.k).with_name("roboflow_staging")
+    stage = ctx.env.paths.roboflow_upload(ctx.iteration).with_name("roboflow_staging")
     report = []
-    if rcfg.upload_crops and ctx.paths.error_report(ctx.k).is_file():
-        report = store.read_json(ctx.paths.error_report(ctx.k)).get("errors", [])
+    if rcfg.upload_crops and ctx.env.paths.error_report(ctx.iteration).is_file():
+        report = store.read_json(ctx.env.paths.error_report(ctx.iteration)).get("errors", [])
     items = []
     for pk, name in zip(picks, unique_names([p["image"] for p in picks])):
         img = pk["image"]
@@ -512,25 +528,25 @@ def _upload_items(ctx: Context, picks: list[dict]) -> list[dict]:
     return items
 
 
-def prepare(ctx: Context, picks: list[dict], names: list[str]) -> dict:
+def prepare(ctx: StepContext, picks: list[dict], names: list[str]) -> dict:
     """Upload the picks (one batch per iteration) with pre-annotations; N of M real successes are reported."""
-    k, rcfg = ctx.k, ctx.cfg.review.roboflow
-    client = Client(rcfg, load_api_key(rcfg), emit=ctx.bus.emit, stop=ctx.stop)
+    k, rcfg = ctx.iteration, ctx.env.cfg.review.roboflow
+    client = Client(rcfg, load_api_key(rcfg), emit=ctx.ui.emit, stop_requested=ctx.ui.stop_requested)
     client.connect()
     batch = f"{rcfg.batch_prefix}-iteration-{k}"
     tags = list(dict.fromkeys([*rcfg.tags, batch]))
     items = _upload_items(ctx, picks)
-    rec = client.upload(items, batch=batch, tags=tags, names=names, record=ctx.paths.roboflow_upload(k),
+    rec = client.upload(items, batch=batch, tags=tags, names=names, record=ctx.env.paths.roboflow_upload(k),
                         base={"iteration": k})
     ok, total = rec["uploaded"], rec["total"]
     failed = [it for it in rec["items"] if it["status"] == "failed"]
-    ctx.bus.emit(Message(f"[REVIEW] Roboflow: uploaded {ok} of {total} to {rec['project']}, batch '{batch}' "
+    ctx.ui.emit(Message(f"[REVIEW] Roboflow: uploaded {ok} of {total} to {rec['project']}, batch '{batch}' "
                          f"({rec['annotated']} with pre-annotations)", "warning" if failed else "info"))
     for it in failed[:5]:
-        ctx.bus.emit(Message(f"[REVIEW] WARNING: {it['name']} was not uploaded: {it['error']}", "warning"))
+        ctx.ui.emit(Message(f"[REVIEW] WARNING: {it['name']} was not uploaded: {it['error']}", "warning"))
     bare = [it for it in rec["items"] if it.get("annotation_error")]
     if bare:
-        ctx.bus.emit(Message(f"[REVIEW] WARNING: the pre-annotations of {len(bare)} uploaded images could not be "
+        ctx.ui.emit(Message(f"[REVIEW] WARNING: the pre-annotations of {len(bare)} uploaded images could not be "
                              f"attached (e.g. {bare[0]['name']}: {bare[0]['annotation_error']}); reviewers draw "
                              f"those from scratch", "warning"))
     if ok == 0:
@@ -541,16 +557,16 @@ def prepare(ctx: Context, picks: list[dict], names: list[str]) -> dict:
                                 "project": rec["project"], "failed": [it["name"] for it in failed]}}
 
 
-def collect(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
+def collect(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
     """Download the configured (or newest) version's YOLO export and match it back to the uploaded picks."""
-    k, rcfg = ctx.k, ctx.cfg.review.roboflow
-    rp = ctx.paths
+    k, rcfg = ctx.iteration, ctx.env.cfg.review.roboflow
+    rp = ctx.env.paths
     if not rp.roboflow_upload(k).is_file():
         raise ReviewError(f"Nothing was uploaded to Roboflow for iteration {k} ({rp.roboflow_upload(k)} not found). "
                           f"Set active_learning.require_human_review: true and --resume: the picks are uploaded and "
                           f"the loop waits for the review.")
     upload = store.read_json(rp.roboflow_upload(k), required=("items", "project"))
-    client = Client(rcfg, load_api_key(rcfg), emit=ctx.bus.emit, stop=ctx.stop)
+    client = Client(rcfg, load_api_key(rcfg), emit=ctx.ui.emit, stop_requested=ctx.ui.stop_requested)
     client.connect()
     version = client.resolve_version()
     dest = client.download(version, rp.roboflow_export(k, version))
@@ -561,7 +577,7 @@ def collect(ctx: Context, picks: list[dict], names: list[str]) -> tuple[list[Lab
         raise ReviewError(f"None of the {n_up} uploaded picks is in version {version} of {upload['project']}. "
                           f"Annotate batch '{upload['batch']}', generate a new version in Roboflow (or set "
                           f"review.roboflow.version), then --resume.")
-    ctx.bus.emit(Message(f"[REVIEW] Roboflow version {version}: {summary['returned_labelled']} of {n_up} uploaded "
+    ctx.ui.emit(Message(f"[REVIEW] Roboflow version {version}: {summary['returned_labelled']} of {n_up} uploaded "
                          f"picks came back labelled ({summary['negatives']} without objects, kept as negatives)"
                          + (f"; {summary['crops_returned']} crops" if summary["crops_returned"] else "")
                          + (f"; not back: {', '.join(summary['not_returned'][:5])}" if summary["not_returned"] else "")))

@@ -1,0 +1,1 @@
+"""The application layer: opening a run (session) and the small public API the frontends use (api)."""

@@ -1,0 +1,450 @@
+"""Typed model of config/al_config.yaml; every error names the file, the key, the value and what is accepted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from al.core.errors import UserError
+
+
+class ConfigError(UserError):
+    """The config file is missing, malformed or holds a bad value (message is one line per problem)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    data_yaml: Path
+    """Ultralytics data.yaml of the labelled set (train and val splits required; test optional and frozen)."""
+    pool_dir: Path | None = None
+    """Optional folder of unlabelled images to mine from (mining_source: pool)."""
+    pool_labels_dir: Path | None = None
+    """Hidden YOLO labels of the pool images; only the `simulated` review source reads them."""
+    mining_source: Literal["val", "pool"] = "val"
+    """Where hard examples are mined: the validation split (seed 004) or the unlabelled pool. Never the test split."""
+    combined_dir: Path | None = None
+    """Folder where a human puts the reviewed YOLO export (seed 004's datasets/dataset_combined/)."""
+
+
+class ModelConfig(_Strict):
+    baseline: str = "yolov8n.yaml"
+    """Baseline model: an Ultralytics model YAML (trained from scratch) or a local .pt file."""
+    type: str = "detect"
+    """Free-text model description, recorded in metadata."""
+
+
+class ActiveLearningConfig(_Strict):
+    max_samples_per_iteration: int = Field(20, ge=1, le=100000)
+    """Images picked for review per iteration."""
+    require_human_review: bool = True
+    """Pause for a human between extract and retrain (ignored with --auto or review_source: simulated)."""
+    review_source: Literal["manual", "simulated"] = "manual"
+    """manual: humans label the picks through review.backend (a local annotation package, or Roboflow); a YOLO export
+    in dataset.combined_dir is also accepted. simulated: reveal the hidden labels of the picks (for datasets whose
+    ground truth is known: the demo and benchmarks)."""
+    target_f1: float = Field(0.98, gt=0, le=1)
+    """Stop when validation F1 reaches this."""
+    plateau_threshold: float = Field(0.005, ge=0, le=1)
+    """Stop when F1 improved by less than this (absolute) over the last `plateau_window` iterations."""
+    plateau_window: int = Field(3, ge=1, le=100)
+    """Iterations looked back over by the plateau rule."""
+    overfit_gap: float = Field(0.05, ge=0, le=1)
+    """Stop when train F1 minus validation F1 exceeds this."""
+    max_iterations: int = Field(10, ge=1, le=1000)
+    """Resource limit: the number of iterations evaluated at most."""
+    pseudo_label_conf: float = Field(0.5, gt=0, lt=1)
+    """--auto: predictions at or above this confidence become pseudo-labels."""
+    pseudo_label_conf_per_class: dict[str, float] = Field(default_factory=dict)
+    """--auto: per-class overrides of pseudo_label_conf, by class name."""
+    train_f1_sample: int = Field(64, ge=0, le=100000)
+    """Training images (a fixed sample) predicted each iteration to measure train F1 for the overfitting rule."""
+
+
+class SamplingConfig(_Strict):
+    class_balance_weight: float = Field(0.3, ge=0)
+    """Prefer under-represented classes."""
+    size_diversity_weight: float = Field(0.3, ge=0)
+    """Prefer rare sizes."""
+    spatial_diversity_weight: float = Field(0.2, ge=0)
+    """Prefer edge and corner cases."""
+    uncertainty_weight: float = Field(0.2, ge=0)
+    """Prefer low contrast / unusual aspect (visual difficulty)."""
+    strategy: Literal["random", "entropy", "fn_weighted", "combined"] = "combined"
+    """How images are picked. random: uniform draw (a control). entropy: the most uncertain images, judged from the
+    detection head's class probabilities before NMS. fn_weighted: seed 004's FN score (the four weights above).
+    combined: uncertainty + diversity + class balance (the combined_* weights) plus hard negatives.
+    Left unset, it is combined for mining_source: pool and fn_weighted for mining_source: val."""
+    uncertainty_measure: Literal["entropy", "margin"] = "entropy"
+    """How a pre-NMS candidate's class confusion is measured: normalised entropy or 1 - (top1 - top2) margin."""
+    candidate_conf: float = Field(0.05, gt=0, lt=1)
+    """Pre-NMS anchors whose best class probability reaches this are uncertainty candidates."""
+    uncertainty_top_k: int = Field(10, ge=1, le=10000)
+    """An image's uncertainty is the mean of its top_k candidate uncertainties (missing ones count 0)."""
+    combined_uncertainty_weight: float = Field(0.5, ge=0)
+    """combined: weight of the image's uncertainty (divided by the pool's highest)."""
+    combined_diversity_weight: float = Field(0.3, ge=0)
+    """combined: weight of the backbone-embedding distance to the nearest labelled or already-picked image."""
+    combined_class_balance_weight: float = Field(0.2, ge=0)
+    """combined: weight of max over classes of P(image holds the class) x inverse labelled frequency."""
+    hard_negative_share: float = Field(0.2, ge=0, le=1)
+    """combined: at most this share of each iteration's picks are hard negatives (confident false positives)."""
+    hard_negative_conf: float = Field(0.5, gt=0, lt=1)
+    """A false positive at or above this confidence makes its image a hard-negative candidate."""
+    deployed_detections_dir: Path | None = None
+    """Optional folder of a deployed model's detections: one <image stem>.txt per image, lines
+    'cls xc yc w h conf' (normalised, as `yolo predict save_txt=True save_conf=True` writes). Relative paths
+    resolve against the config file's folder."""
+
+    @model_validator(mode="after")
+    def _not_all_zero(self):
+        if sum(self.weights().values()) <= 0:
+            raise ValueError("all four weights are 0; set at least one above 0")
+        if self.strategy == "combined" and sum(self.combined_weights().values()) <= 0:
+            raise ValueError("strategy 'combined' with all three combined_* weights 0; set at least one above 0")
+        return self
+
+    def weights(self) -> dict[str, float]:
+        """fn_weighted's four weights."""
+        return {k: getattr(self, k) for k in ("class_balance_weight", "size_diversity_weight",
+                                               "spatial_diversity_weight", "uncertainty_weight")}
+
+    def combined_weights(self) -> dict[str, float]:
+        """combined's three weights, keyed as al.selection.sampling.combined_select expects."""
+        return {"uncertainty": self.combined_uncertainty_weight, "diversity": self.combined_diversity_weight,
+                "class_balance": self.combined_class_balance_weight}
+
+
+class TrainingConfig(_Strict):
+    strategy: Literal["fine_tune"] = "fine_tune"
+    """Iteration k >= 1 fine-tunes from iteration k-1's best.pt."""
+    base_lr: float = Field(0.001, gt=0, le=1)
+    """Learning rate of the baseline; iteration k uses base_lr * lr_decay_factor ** k."""
+    lr_decay_factor: float = Field(0.5, gt=0, le=1)
+    """Learning-rate decay per iteration."""
+    optimizer: Literal["SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = "AdamW"
+    """Explicit optimizer (Ultralytics' 'auto' would ignore the learning rate)."""
+    epochs_base: int = Field(150, ge=1, le=10000)
+    """Epochs for the baseline (iteration 0)."""
+    epochs_increment: int = Field(100, ge=1, le=10000)
+    """Epochs for each fine-tune (iteration 1+)."""
+    patience: int = Field(20, ge=0, le=10000)
+    """Early-stopping patience in epochs (0 disables)."""
+    imgsz: int = Field(640, ge=32, le=8192)
+    """Training and inference image size (multiple of 32)."""
+    batch: int = Field(16, ge=1, le=4096)
+    """Batch size."""
+    device: str = "auto"
+    """'auto' (first GPU if any, else cpu), 'cpu', or a CUDA device such as '0'."""
+    workers: int = Field(2, ge=0, le=64)
+    """Dataloader workers."""
+    seed: int = 0
+    """Training seed."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Further Ultralytics train options passed through as-is (e.g. nbs, fliplr, mosaic)."""
+
+    @model_validator(mode="after")
+    def _imgsz_stride(self):
+        if self.imgsz % 32:
+            raise ValueError(f"imgsz {self.imgsz} is not a multiple of 32; use e.g. {max(32, self.imgsz // 32 * 32)}")
+        reserved = {"data", "epochs", "lr0", "imgsz", "batch", "project", "name", "exist_ok", "device", "resume",
+                    "patience", "optimizer", "workers", "seed", "model"}
+        clash = sorted(reserved & set(self.extra))
+        if clash:
+            raise ValueError(f"training.extra sets {clash}, which the loop controls; use the training.* keys instead")
+        return self
+
+
+class ValidationConfig(_Strict):
+    conf: float = Field(0.25, gt=0, lt=1)
+    """Confidence threshold for TP/FP/FN counting and F1."""
+    iou: float = Field(0.5, gt=0, lt=1)
+    """IoU needed to match a prediction to a ground-truth box."""
+    nms_iou: float = Field(0.7, gt=0, le=1)
+    """NMS IoU used at inference."""
+    batch: int = Field(16, ge=1, le=4096)
+    """Inference batch size."""
+
+
+class PromptsConfig(_Strict):
+    source: Path | None = None
+    """Optional JSON file of initial per-class prompts / notes, versioned per iteration in prompt_versions/."""
+    texts: dict[str, str] = Field(default_factory=dict)
+    """Per-class free-text prompts or annotation notes, by class name."""
+
+
+class AnalysisConfig(_Strict):
+    crop_margin: float = Field(0.25, ge=0, le=5)
+    """Context margin around FN crops, as a fraction of the box size on each side."""
+    max_crops: int = Field(500, ge=0, le=1000000)
+    """FN crops saved per iteration at most (hardest first)."""
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class LocalReviewConfig(_Strict):
+    import_from: Path | None = None
+    """Where the reviewed labels come back from: a folder or zip of YOLO labels, a COCO JSON, or a YOLO dataset
+    with data.yaml. Unset: the package's returned/ folder, else dataset.combined_dir (seed 004's export)."""
+    make_zip: bool = True
+    """Also write the annotation package as one zip (to send to an annotation service)."""
+    thumbnails: bool = True
+    """Write a thumbnail per image (pre-annotations drawn) and a contact sheet of all picks."""
+    thumbnail_size: int = Field(256, ge=32, le=2048)
+    """Longest side of each thumbnail in pixels."""
+    guidelines: Path | None = None
+    """Optional text file of project-specific annotation guidelines, appended to the package's GUIDELINES.md."""
+
+
+class RoboflowReviewConfig(_Strict):
+    workspace: str | None = None
+    """Roboflow workspace slug (from the project URL); unset: the API key's own workspace."""
+    project: str | None = None
+    """Roboflow project slug (from the project URL); required with review.backend: roboflow."""
+    version: int | Literal["newest"] = "newest"
+    """Dataset version to download after review: a number, or newest (the highest version number)."""
+    api_url: str | None = None
+    """Base URL of a Roboflow-compatible API; unset: the SDK's default (or the API_URL environment variable)."""
+    api_key_env: str = "ROBOFLOW_API_KEY"
+    """Environment variable that holds the API key (read first). The key is never written to any file or log."""
+    secrets_file: Path | None = None
+    """File holding the API key, used when the environment variable is unset: a bare key, or NAME=key lines
+    where NAME is api_key_env. Keep it out of version control and readable only by you."""
+    pre_annotations: bool = True
+    """Upload the model's predictions with each image so reviewers correct instead of drawing from scratch."""
+    as_predictions: bool = True
+    """Upload pre-annotations as model predictions (shown as suggestions to accept or fix), not as finished labels."""
+    upload_crops: bool = False
+    """Also upload the false-negative crops of the picked images (seed 004); annotated crops return as extra
+    training images."""
+    batch_prefix: str = Field("al", min_length=1, max_length=40)
+    """Upload batch name prefix; each iteration's batch is named '<prefix>-iteration-<k>'."""
+    tags: list[str] = Field(default_factory=list)
+    """Tags added to every uploaded image (besides '<prefix>-iteration-<k>')."""
+    class_mapping: dict[str, str | None] = Field(default_factory=dict)
+    """Export class name -> project class name, for exports whose names or order differ; null drops that class."""
+    match_classes_by_name: bool = False
+    """Accept an export whose class names equal the project's in another order (Roboflow sorts them) and remap by
+    name. Without this or class_mapping any difference in names or order is refused."""
+    use_original_images: bool = False
+    """Train on the picked original image with the export's labels instead of the exported (re-encoded) image. Only
+    correct when the Roboflow version's preprocessing keeps the geometry (none, or resize by stretching)."""
+    keep_augmented: bool = False
+    """Also merge the export's augmented copies of a picked image (Roboflow adds them to the train split)."""
+    max_retries: int = Field(5, ge=0, le=50)
+    """Retries per request on HTTP 429/5xx and connection errors."""
+    retry_backoff_s: float = Field(2.0, ge=0, le=600)
+    """First retry delay in seconds; doubled on every further retry (capped at 120 s)."""
+    export_poll_s: float = Field(10.0, gt=0, le=3600)
+    """Seconds between checks while Roboflow prepares the export (a countdown is shown)."""
+    export_timeout_s: float = Field(1800.0, gt=0, le=86400)
+    """Give up waiting for the export after this many seconds (the run stays resumable)."""
+
+    @field_validator("api_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if not _ENV_NAME.match(self.api_key_env):
+            raise ValueError(f"api_key_env {self.api_key_env!r} is not an environment variable name; use e.g. "
+                             f"ROBOFLOW_API_KEY (the variable's name, never the key itself)")
+        if self.api_url is not None and not self.api_url.startswith(("http://", "https://")):
+            raise ValueError(f"api_url {self.api_url!r} must start with http:// or https://")
+        for name in ("workspace", "project"):
+            val = getattr(self, name)
+            if val is not None and (not val or "/" in val or val != val.strip()):
+                raise ValueError(f"{name} {val!r} must be the bare slug from the project URL, e.g. "
+                                 f"app.roboflow.com/<workspace>/<project>")
+        bad = [k for k, v in self.class_mapping.items() if not k or v == ""]
+        if bad:
+            raise ValueError(f"class_mapping has empty names at {bad}; map an export class to a project class "
+                             f"name, or to null to drop it")
+        if isinstance(self.version, int) and self.version < 1:
+            raise ValueError(f"version {self.version} must be 1 or more, or newest")
+        return self
+
+
+class ReviewConfig(_Strict):
+    backend: Literal["local", "roboflow"] = "local"
+    """Where humans review the picks (active_learning.review_source: manual): local writes an annotation package
+    and imports the labels back (works offline); roboflow uploads to a Roboflow project and downloads an export."""
+    pre_annotation_conf: float | None = Field(None, gt=0, lt=1)
+    """Predictions at or above this confidence become pre-annotations; unset: validation.conf."""
+    near_duplicate_distance: int | None = Field(5, ge=0, le=32)
+    """Warn when an image added to training is this close (Hamming distance of a 64-bit perceptual hash) to a
+    validation or test image; null disables the check. Exact duplicates are always dropped by content hash."""
+    local: LocalReviewConfig = Field(default_factory=LocalReviewConfig)
+    roboflow: RoboflowReviewConfig = Field(default_factory=RoboflowReviewConfig)
+
+    @model_validator(mode="after")
+    def _backend_needs(self):
+        if self.backend == "roboflow" and not self.roboflow.project:
+            raise ValueError("backend 'roboflow' needs review.roboflow.project (the project slug from its URL, "
+                             "app.roboflow.com/<workspace>/<project>); or use backend: local")
+        return self
+
+
+class Config(_Strict):
+    run_dir: Path = Path("active_learning")
+    """Where iterations/, metrics/ and prompt_versions/ are written."""
+    dataset: DatasetConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    active_learning: ActiveLearningConfig = Field(default_factory=ActiveLearningConfig)
+    sampling_strategy: SamplingConfig = Field(default_factory=SamplingConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+
+    source_path: Path | None = Field(None, exclude=True)
+    """The config file this was read from (set by load_config)."""
+
+    @model_validator(mode="after")
+    def _strategy_for_source(self):
+        # Mining the validation split (seed 004) scores the FNs its one validate pass already found; a strategy that
+        # needs its own predict pass is used there only when asked for by name.
+        if "strategy" not in self.sampling_strategy.model_fields_set and self.dataset.mining_source == "val":
+            self.sampling_strategy.strategy = "fn_weighted"
+        return self
+
+    def digest(self) -> str:
+        """Short hash of the effective config (recorded in metadata to spot config changes between iterations)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML key at `loc`, or of its nearest existing parent."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == str(part):
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
+    """Read, validate and resolve a config file. Relative paths resolve against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found. Pass an existing file with --config, e.g. "
+                          f"--config config/al_config.yaml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (dataset:, training:, ...), got "
+                          f"{type(raw).__name__}.")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(x for x in err["loc"] if not isinstance(x, int) or True)
+            key = ".".join(str(x) for x in loc) or "(top level)"
+            ln = _line_of(text, loc)
+            where = f"{path}:{ln}" if ln else str(path)
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{key}' (a typo?). Remove it or use one of the documented keys"
+            elif err["type"] == "missing":
+                msg = f"key '{key}' is required"
+            else:
+                val = err.get("input")
+                msg = f"key '{key}' = {val!r}: {err['msg']}"
+            lines.append(f"{where}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+    base = path.resolve().parent
+    ds = cfg.dataset
+    ds.data_yaml = _resolve(base, ds.data_yaml)
+    ds.pool_dir = _resolve(base, ds.pool_dir)
+    ds.pool_labels_dir = _resolve(base, ds.pool_labels_dir)
+    ds.combined_dir = _resolve(base, ds.combined_dir)
+    cfg.run_dir = _resolve(base, cfg.run_dir)
+    cfg.prompts.source = _resolve(base, cfg.prompts.source)
+    cfg.sampling_strategy.deployed_detections_dir = _resolve(base, cfg.sampling_strategy.deployed_detections_dir)
+    cfg.review.local.import_from = _resolve(base, cfg.review.local.import_from)
+    cfg.review.local.guidelines = _resolve(base, cfg.review.local.guidelines)
+    cfg.review.roboflow.secrets_file = _resolve(base, cfg.review.roboflow.secrets_file)
+    if cfg.model.baseline.endswith(".pt"):
+        cfg.model.baseline = str(_resolve(base, Path(cfg.model.baseline)))
+    cfg.source_path = path.resolve()
+    if check_files:
+        _check_files(cfg, path, text)
+    return cfg
+
+
+def _check_files(cfg: Config, path: Path, text: str) -> None:
+    problems = []
+
+    def need(loc: tuple, p: Path | None, what: str, is_dir: bool = False):
+        if p is None:
+            return
+        ok = p.is_dir() if is_dir else p.is_file()
+        if not ok:
+            ln = _line_of(text, loc)
+            problems.append(f"{path}:{ln or ''}: key '{'.'.join(loc)}' = {str(p)!r}: {what} not found. "
+                            f"Fix the path (relative paths resolve against {path.resolve().parent}).")
+
+    need(("dataset", "data_yaml"), cfg.dataset.data_yaml, "file")
+    need(("dataset", "pool_dir"), cfg.dataset.pool_dir, "folder", True)
+    need(("dataset", "pool_labels_dir"), cfg.dataset.pool_labels_dir, "folder", True)
+    need(("prompts", "source"), cfg.prompts.source, "file")
+    need(("sampling_strategy", "deployed_detections_dir"), cfg.sampling_strategy.deployed_detections_dir, "folder",
+         True)
+    need(("review", "local", "guidelines"), cfg.review.local.guidelines, "file")
+    if cfg.review.backend == "roboflow":
+        need(("review", "roboflow", "secrets_file"), cfg.review.roboflow.secrets_file, "secrets file")
+    if cfg.model.baseline.endswith(".pt"):
+        need(("model", "baseline"), Path(cfg.model.baseline), "weights file")
+    elif not cfg.model.baseline.endswith((".yaml", ".yml")):
+        problems.append(f"{path}:{_line_of(text, ('model', 'baseline')) or ''}: key 'model.baseline' = "
+                        f"{cfg.model.baseline!r}: expected a model YAML (e.g. yolov8n.yaml) or a local .pt file")
+    if cfg.dataset.mining_source == "pool" and cfg.dataset.pool_dir is None:
+        problems.append(f"{path}:{_line_of(text, ('dataset', 'mining_source')) or ''}: key 'dataset.mining_source' "
+                        f"= 'pool' needs dataset.pool_dir; set it or use mining_source: val")
+    if cfg.active_learning.review_source == "simulated" and cfg.dataset.mining_source == "pool" \
+            and cfg.dataset.pool_labels_dir is None:
+        problems.append(f"{path}:{_line_of(text, ('active_learning', 'review_source')) or ''}: key "
+                        f"'active_learning.review_source' = 'simulated' with a pool needs dataset.pool_labels_dir")
+    if problems:
+        raise ConfigError("\n".join(problems))

@@ -1,0 +1,102 @@
+"""Typed events the core emits to its frontend (al.core.context.Frontend); al.frontends.lines turns them into text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Event:
+    pass
+
+
+@dataclass
+class RunStarted(Event):
+    title: str
+    run_dir: str
+    iteration: int
+    step: str
+    dry_run: bool
+    auto: bool
+
+
+@dataclass
+class IterationStarted(Event):
+    iteration: int
+
+
+@dataclass
+class StepStarted(Event):
+    iteration: int
+    step: str
+    title: str
+    baseline: bool = False
+
+
+@dataclass
+class StepFinished(Event):
+    iteration: int
+    step: str
+    seconds: float
+    summary: str = ""
+
+
+@dataclass
+class Progress(Event):
+    """Progress of the running step in its own unit (images, epochs, batches)."""
+
+    step: str
+    done: int
+    total: int
+    unit: str
+    detail: str = ""
+
+
+@dataclass
+class EpochEnd(Event):
+    epoch: int
+    epochs: int
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Message(Event):
+    """A console line such as '[CONVERGENCE] Continue training: ...'."""
+
+    text: str
+    level: str = "info"
+
+
+@dataclass
+class MetricsRow(Event):
+    """One convergence CSV row (the dashboard's metrics table and plots)."""
+
+    row: dict
+
+
+@dataclass
+class ReviewRequired(Event):
+    info: dict
+
+
+@dataclass
+class RunFinished(Event):
+    reason: str
+    final_f1: float | None
+    iterations: int
+
+
+@dataclass
+class RunPaused(Event):
+    iteration: int
+    step: str
+    resume_command: str
+    reason: str
+
+
+@dataclass
+class RunFailed(Event):
+    iteration: int
+    step: str
+    message: str
+    resume_command: str

@@ -1,0 +1,187 @@
+"""The loop's ONE state machine: steps, the review pause, interruption, failure and the end are all states of one
+transition table, and every step list the program shows is derived from it. The runner executes the current step
+with step functions it is given (al.steps.STEP_FUNCS), so this module imports no step and no heavy library."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Mapping
+
+from transitions import Machine
+
+from al.core.context import StepContext
+from al.core.errors import Interrupted, UserError
+from al.core.events import (
+    IterationStarted,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    StepFinished,
+    StepStarted,
+)
+
+log = logging.getLogger("al")
+
+# (step, title) in the order of one iteration; STEPS, the timeline and "STEP n/7" are derived from this.
+STEP_TABLE = [
+    ("validate", "Validating model"),
+    ("analyze", "Analyzing errors"),
+    ("converge", "Checking convergence"),
+    ("extract", "Extracting hard examples"),
+    ("review", "Manual review required"),
+    ("retrain", "Retraining model"),
+    ("track", "Updating tracking and plots"),
+]
+STEPS = [s for s, _ in STEP_TABLE]
+STEP_TITLES = dict(STEP_TABLE)
+STOPS = ["awaiting_review", "interrupted", "failed", "done"]
+STATES = STEPS + STOPS
+
+# The whole loop. Conditions read the run state; callbacks only change and persist it.
+TRANSITIONS = [
+    {"trigger": "next", "source": "retrain", "dest": "validate", "conditions": "is_baseline", "after": "end_baseline"},
+    {"trigger": "next", "source": "retrain", "dest": "track"},
+    {"trigger": "next", "source": "validate", "dest": "analyze"},
+    {"trigger": "next", "source": "analyze", "dest": "converge"},
+    {"trigger": "next", "source": "converge", "dest": "track", "conditions": "is_converged"},
+    {"trigger": "next", "source": "converge", "dest": "extract"},
+    {"trigger": "next", "source": "extract", "dest": "review"},
+    {"trigger": "next", "source": "review", "dest": "retrain", "before": "review_done"},
+    {"trigger": "next", "source": "track", "dest": "done", "conditions": "is_converged"},
+    {"trigger": "next", "source": "track", "dest": "validate", "before": "advance_iteration"},
+    # the review pause: the picks are with a human; resume imports what they return
+    {"trigger": "pause", "source": "review", "dest": "awaiting_review", "before": "review_asked"},
+    {"trigger": "resume", "source": "awaiting_review", "dest": "review"},
+    # a quit or a failure remembers its step; resume goes back to it (a failed step is re-run from its start)
+    {"trigger": "interrupt", "source": STEPS, "dest": "interrupted", "before": "remember_step"},
+    {"trigger": "fail", "source": STEPS, "dest": "failed", "before": "remember_step"},
+    *({"trigger": "resume", "source": ["interrupted", "failed"], "dest": s, "conditions": f"stopped_in_{s}",
+       "after": "forget_step"} for s in STEPS),
+]
+
+StepFn = Callable[[StepContext], str]
+
+
+class Flow:
+    """The machine's model. Its `step` is RunState.step; every transition is persisted."""
+
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
+        self.machine = Machine(model=self, states=STATES, transitions=TRANSITIONS, initial=ctx.state.step,
+                               model_attribute="step", after_state_change="persist", auto_transitions=False)
+
+    def is_baseline(self) -> bool:
+        return self.ctx.state.baseline
+
+    def is_converged(self) -> bool:
+        return self.ctx.state.converged
+
+    def end_baseline(self) -> None:
+        self.ctx.state.baseline = False
+
+    def advance_iteration(self) -> None:
+        self.ctx.state.iteration += 1
+        self.ctx.state.converged = False
+        self.ctx.state.reason = ""
+
+    def review_asked(self) -> None:
+        self.ctx.state.review_pending = True
+
+    def review_done(self) -> None:
+        self.ctx.state.review_pending = False
+
+    def remember_step(self) -> None:
+        self.ctx.state.stopped_at = self.step
+
+    def forget_step(self) -> None:
+        self.ctx.state.stopped_at = None
+
+    def persist(self) -> None:
+        self.ctx.state.step = self.step
+        self.ctx.state.save(self.ctx.env.paths)
+
+
+for _s in STEPS:
+    setattr(Flow, f"stopped_in_{_s}", lambda self, _s=_s: self.ctx.state.stopped_at == _s)
+
+
+def step_title(ctx: StepContext, step: str) -> str:
+    opts = ctx.env.opts
+    if step == "retrain" and ctx.state.baseline:
+        return "Training baseline model" if not opts.dry_run else "Building untrained baseline (dry-run mode)"
+    if step == "retrain" and opts.dry_run:
+        return "Skipping training (dry-run mode)"
+    if step == "review":
+        if opts.auto:
+            return "Pseudo-labelling hard examples (--auto)"
+        if ctx.env.cfg.active_learning.review_source == "simulated":
+            return "SIMULATED review (hidden labels revealed)"
+    return STEP_TITLES[step]
+
+
+def run(ctx: StepContext, steps: Mapping[str, StepFn],
+        final_f1: Callable[[StepContext], float | None] = lambda ctx: None) -> int:
+    """Execute steps until done, a review pause, an error or a quit. Returns the process exit code."""
+    st, ui = ctx.state, ctx.ui
+    flow = Flow(ctx)
+    st.error = None
+    if flow.step in ("awaiting_review", "interrupted", "failed"):
+        flow.trigger("resume")
+    last_iter = None
+    while flow.step not in STOPS:
+        step = flow.step
+        if ui.stop_requested():
+            return _interrupted(ctx, flow)
+        if st.iteration != last_iter and not st.baseline:
+            ui.emit(IterationStarted(st.iteration))
+            last_iter = st.iteration
+        ui.emit(StepStarted(st.iteration, step, step_title(ctx, step), baseline=st.baseline))
+        t0 = time.perf_counter()
+        try:
+            trigger = steps[step](ctx)
+        except Interrupted:
+            return _interrupted(ctx, flow)
+        except KeyboardInterrupt:
+            return _interrupted(ctx, flow)
+        except UserError as e:
+            return _failed(ctx, flow, str(e))
+        except Exception as e:  # a bug or a library failure: keep the run resumable and say where to look
+            log.exception("step %s failed", step)
+            return _failed(ctx, flow, f"{type(e).__name__}: {e} (full traceback in {ctx.env.paths.events_log})")
+        secs = time.perf_counter() - t0
+        key = str(0 if (step == "retrain" and st.baseline) else st.iteration)
+        st.timings.setdefault(key, {})[("baseline_train" if step == "retrain" and st.baseline else step)] = \
+            round(secs, 3)
+        if trigger == "pause":
+            flow.trigger("pause")
+            ui.emit(RunPaused(st.iteration, step, ctx.env.resume_command(), "awaiting review"))
+            return 0
+        ui.emit(StepFinished(st.iteration, step, secs))
+        flow.trigger(trigger)
+    if flow.step == "done":
+        ui.emit(RunFinished(st.reason, final_f1(ctx), st.iteration + 1))
+    return 0
+
+
+def interrupt(ctx: StepContext) -> int:
+    """Stop outside the runner (a KeyboardInterrupt that reached the CLI): the state says interrupted."""
+    flow = Flow(ctx)
+    if flow.step in STEPS:
+        return _interrupted(ctx, flow)
+    return 130
+
+
+def _interrupted(ctx: StepContext, flow: Flow) -> int:
+    step = flow.step
+    flow.trigger("interrupt")
+    ctx.ui.emit(RunPaused(ctx.state.iteration, step, ctx.env.resume_command(), "interrupted"))
+    return 130
+
+
+def _failed(ctx: StepContext, flow: Flow, msg: str) -> int:
+    step = flow.step
+    ctx.state.error = msg
+    flow.trigger("fail")
+    ctx.ui.emit(RunFailed(ctx.state.iteration, step, msg, ctx.env.resume_command()))
+    return 1

@@ -1,0 +1,87 @@
+"""The one place core events become text: the console, the TUI's log pane and al_loop.log all show these lines."""
+
+from __future__ import annotations
+
+import time
+
+from al.app.api import STEPS
+from al.core.events import (
+    EpochEnd,
+    Event,
+    IterationStarted,
+    Message,
+    Progress,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+)
+
+BAR = "=" * 80
+DEBUG = "debug"
+"""Level of lines kept in al_loop.log only (the console and the TUI do not show them)."""
+
+Line = tuple[str, str]
+"""(text, level); level is info, warning, error or debug."""
+
+
+def step_label(ev: StepStarted) -> str:
+    """'[BASELINE]' or '[STEP n/7]': the step's number comes from the machine's table."""
+    return "[BASELINE]" if ev.step == "retrain" and ev.baseline else f"[STEP {STEPS.index(ev.step) + 1}/{len(STEPS)}]"
+
+
+def render(ev: Event) -> list[Line]:
+    """The lines of one event (Progress gives a line per call; ProgressFilter decides which to show)."""
+    if isinstance(ev, RunStarted):
+        return [(f"{BAR}\n{ev.title}\n{BAR}\n[INIT] Run directory: {ev.run_dir}\n"
+                 f"[INIT] Dry-run mode: {ev.dry_run}  Auto mode: {ev.auto}\n"
+                 f"[INIT] Starting at iteration {ev.iteration}, step '{ev.step}'", "info")]
+    if isinstance(ev, IterationStarted):
+        return [(f"[ITERATION {ev.iteration}] Starting...", "info")]
+    if isinstance(ev, StepStarted):
+        return [(f"{step_label(ev)} {ev.title}...", "info")]
+    if isinstance(ev, StepFinished):
+        return [(f"[STEP] {ev.step} of iteration {ev.iteration} finished in {ev.seconds:.1f} s", DEBUG)]
+    if isinstance(ev, Message):
+        return [(ev.text, ev.level)]
+    if isinstance(ev, EpochEnd):
+        m = ev.metrics
+        return [(f"[TRAIN] epoch {ev.epoch}/{ev.epochs}  mAP50={m.get('metrics/mAP50(B)', 0):.4f}  "
+                 f"mAP50-95={m.get('metrics/mAP50-95(B)', 0):.4f}", "info")]
+    if isinstance(ev, Progress):
+        return [(f"[{ev.step.upper()}] {ev.done}/{ev.total} {ev.unit}", "info")] if ev.unit == "images" else []
+    if isinstance(ev, RunPaused):
+        if ev.reason == "awaiting review":
+            return [(f"[PAUSED] Iteration {ev.iteration} is awaiting review; the state is saved.\n"
+                     f"[PAUSED] When the reviewed dataset is exported, continue with:\n  {ev.resume_command}",
+                     "warning")]
+        return [(f"[INTERRUPTED] Stopped at iteration {ev.iteration} (step '{ev.step}')\n"
+                 f"[INTERRUPTED] Resume with: {ev.resume_command}", "warning")]
+    if isinstance(ev, RunFailed):
+        return [(f"[ERROR] Iteration {ev.iteration}, step '{ev.step}': {ev.message}\n"
+                 f"[ERROR] The run is saved; after fixing the cause, resume with: {ev.resume_command}", "error")]
+    if isinstance(ev, RunFinished):
+        f1 = "n/a" if ev.final_f1 is None else f"{ev.final_f1:.4f}"
+        return [(f"{BAR}\nACTIVE LEARNING COMPLETE\n{BAR}\nReason: {ev.reason}\nFinal F1: {f1}\n"
+                 f"Total iterations: {ev.iterations}", "info")]
+    return []
+
+
+class ProgressFilter:
+    """Lets an image-progress line through every `every` seconds and at the end of the pass."""
+
+    def __init__(self, every: float = 10.0, clock=time.monotonic):
+        self.every = every
+        self.clock = clock
+        self._last = float("-inf")
+
+    def __call__(self, ev: Event) -> bool:
+        if not isinstance(ev, Progress):
+            return True
+        now = self.clock()
+        if ev.done == ev.total or now - self._last >= self.every:
+            self._last = now
+            return True
+        return False

@@ -1,0 +1,424 @@
+"""Pool-based selection: streaming, cached scoring of candidate images; hard negatives; the strategies' picks.
+
+Scoring is one batched Ultralytics predict pass (al.yolo.detector.predict_raw) that also yields the head's class
+probabilities before NMS and a backbone embedding per image. What is kept per image is small (two uncertainty
+numbers, nc class maxima, one embedding, the post-NMS boxes), so memory stays flat in the pool size: the boxes go
+to the on-disk cache and are read back only for the picks.
+
+Cache: <run_dir>/cache/pool_scores/<model sha1>-<settings key>/<chunk>.npz, one file per scored chunk, written
+atomically. A row is found again by its image's content hash, so a re-run (--resume, or a second strategy on the
+same model) recomputes nothing; a new model or other scoring settings use another folder.
+
+Deployed detections (hard negatives from a model in production): a folder with one `<image stem>.txt` per image,
+lines `cls xc yc w h conf` in normalised coordinates, as `yolo predict save_txt=True save_conf=True` writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from al.core import store
+from al.core.errors import UserError
+from al.data import dataset
+from al.metrics.matching import box_iou
+from al.selection import sampling
+
+log = logging.getLogger("al")
+
+CACHE_SCHEMA = 1
+CHUNK = 256
+"""Images per cache file: the unit of work lost when a scan is interrupted."""
+MAX_CANDIDATES = 100
+"""Pre-NMS anchors kept per image (the most confident ones)."""
+LABELLED_REFERENCE = 256
+"""Labelled training images embedded as the starting set of k-center greedy (a fixed sample when there are more)."""
+
+
+class PoolError(UserError):
+    """A pool input (deployed detections, cache) is unusable; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """What a scan computes with; everything but batch/device is part of the cache key."""
+
+    imgsz: int
+    conf: float
+    iou: float
+    batch: int
+    device: str
+    cand_conf: float
+    top_k: int
+    max_candidates: int = MAX_CANDIDATES
+
+    def key(self) -> str:
+        blob = json.dumps({"schema": CACHE_SCHEMA, "imgsz": self.imgsz, "conf": self.conf, "iou": self.iou,
+                           "cand_conf": self.cand_conf, "top_k": self.top_k, "max_cand": self.max_candidates},
+                          sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+@dataclass
+class PoolScores:
+    """Per-image scores of a scan, row i for images[i]."""
+
+    images: list[str]
+    hashes: list[str]
+    width: np.ndarray
+    height: np.ndarray
+    uncertainty: dict[str, np.ndarray]  # measure ("entropy" | "margin") -> (n,)
+    class_max: np.ndarray  # (n, nc)
+    embedding: np.ndarray  # (n, D)
+    cached: int = 0
+    """Rows found in the cache (not recomputed)."""
+    where: dict[str, tuple[Path, int]] = field(default_factory=dict, repr=False)
+    """image hash -> (cache file, row): where its post-NMS boxes are."""
+
+    def predictions(self, i: int) -> np.ndarray:
+        """Post-NMS detections of images[i] as (N, 6) [cls, conf, x1, y1, x2, y2] in original pixels."""
+        f, row = self.where[self.hashes[i]]
+        with np.load(f, allow_pickle=False) as z:
+            off = z["pred_off"]
+            return z["pred"][off[row]:off[row + 1]].astype(np.float64)
+
+    def subset(self, idx: Sequence[int]) -> "PoolScores":
+        idx = np.asarray(idx, dtype=int)
+        return PoolScores(images=[self.images[i] for i in idx], hashes=[self.hashes[i] for i in idx],
+                          width=self.width[idx], height=self.height[idx],
+                          uncertainty={m: v[idx] for m, v in self.uncertainty.items()},
+                          class_max=self.class_max[idx], embedding=self.embedding[idx], cached=self.cached,
+                          where=self.where)
+
+
+def _chunk_name(hashes: Sequence[str]) -> str:
+    return hashlib.sha1("".join(hashes).encode()).hexdigest()[:16] + ".npz"
+
+
+def _write_chunk(folder: Path, rows: list[dict]) -> Path:
+    preds = [r["pred"] for r in rows]
+    off = np.zeros(len(rows) + 1, dtype=np.int64)
+    off[1:] = np.cumsum([len(p) for p in preds])
+    arrays = {
+        "hash": np.array([r["hash"] for r in rows], dtype="U40"),
+        "width": np.array([r["width"] for r in rows], dtype=np.int32),
+        "height": np.array([r["height"] for r in rows], dtype=np.int32),
+        "unc_entropy": np.array([r["entropy"] for r in rows], dtype=np.float64),
+        "unc_margin": np.array([r["margin"] for r in rows], dtype=np.float64),
+        "class_max": np.stack([r["class_max"] for r in rows]).astype(np.float32),
+        "embedding": np.stack([r["embedding"] for r in rows]).astype(np.float32),
+        "pred_off": off,
+        "pred": (np.concatenate(preds) if off[-1] else np.zeros((0, 6))).astype(np.float32),
+    }
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path = folder / _chunk_name(arrays["hash"].tolist())
+    store.write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def scan(
+    weights: Path,
+    images: Sequence[str],
+    settings: ScanSettings,
+    cache_dir: Path | None,
+    *,
+    model=None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PoolScores:
+    """Score `images` with the model `weights`, reusing cached rows (same model file bytes, same image bytes, same
+    settings) and caching new ones chunk by chunk. `on_progress(done, total)` may raise to stop; finished chunks
+    stay cached."""
+    from al.yolo import detector
+
+    images = [str(p) for p in images]
+    n = len(images)
+    hashes = [dataset.file_hash(p) for p in images]
+    folder = None
+    if cache_dir is not None:
+        folder = Path(cache_dir) / f"{dataset.file_hash(weights)[:16]}-{settings.key()}"
+        folder.mkdir(parents=True, exist_ok=True)
+    rows_of: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        rows_of.setdefault(h, []).append(i)
+    out: dict = {}
+
+    def put(h: str, vals: Mapping, f: Path, row: int) -> None:
+        if "class_max" not in out:
+            nc, dim = len(vals["class_max"]), len(vals["embedding"])
+            out.update(width=np.zeros(n, np.int32), height=np.zeros(n, np.int32), entropy=np.zeros(n),
+                       margin=np.zeros(n), class_max=np.zeros((n, nc), np.float32),
+                       embedding=np.zeros((n, dim), np.float32), where={})
+        for i in rows_of[h]:
+            for key in ("width", "height", "entropy", "margin", "class_max", "embedding"):
+                out[key][i] = vals[key]
+        out["where"][h] = (f, row)
+
+    if folder is not None:
+        for f in sorted(folder.glob("*.npz")):
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    fh = z["hash"].tolist()
+                    if not any(h in rows_of for h in fh):
+                        continue
+                    cols = {k: z[k] for k in ("width", "height", "unc_entropy", "unc_margin", "class_max",
+                                              "embedding")}
+            except Exception as e:  # a torn or foreign file: the cache is only a shortcut, recompute its rows
+                log.warning("pool score cache %s unreadable (%s); its images are scored again", f, e)
+                continue
+            for row, h in enumerate(fh):
+                if h in rows_of and h not in out.get("where", {}):
+                    put(h, {"width": cols["width"][row], "height": cols["height"][row],
+                            "entropy": cols["unc_entropy"][row], "margin": cols["unc_margin"][row],
+                            "class_max": cols["class_max"][row], "embedding": cols["embedding"][row]}, f, row)
+    known = set(out.get("where", {}))
+    todo = [h for h in rows_of if h not in known]  # each distinct content once
+    cached = sum(len(rows_of[h]) for h in known)
+    done = cached
+    if on_progress:
+        on_progress(done, n)
+    for s in range(0, len(todo), CHUNK):
+        part = todo[s:s + CHUNK]
+        rows = []
+        gen = detector.predict_raw(weights, [images[rows_of[h][0]] for h in part], imgsz=settings.imgsz,
+                                   conf=settings.conf, iou=settings.iou, batch=settings.batch, device=settings.device,
+                                   cand_conf=settings.cand_conf, max_candidates=settings.max_candidates, model=model)
+        try:
+            for h, raw in zip(part, gen):
+                p = raw.pred
+                rows.append({
+                    "hash": h, "width": p.width, "height": p.height,
+                    "entropy": sampling.image_uncertainty(raw.candidates, settings.top_k, "entropy"),
+                    "margin": sampling.image_uncertainty(raw.candidates, settings.top_k, "margin"),
+                    "class_max": raw.class_max, "embedding": raw.embedding,
+                    "pred": np.column_stack([p.cls, p.conf, p.boxes]).reshape(-1, 6)})
+                done += len(rows_of[h])
+                if on_progress:
+                    on_progress(done, n)
+        finally:
+            gen.close()
+        if len(rows) != len(part):
+            raise PoolError(f"the detector returned {len(rows)} results for {len(part)} images; check that every "
+                            f"image is readable")
+        f = _write_chunk(folder, rows) if folder is not None else None
+        for row, r in enumerate(rows):
+            put(r["hash"], r, f, row)
+            if f is None:  # no cache: keep the boxes in memory instead
+                out.setdefault("mem_pred", {})[r["hash"]] = r["pred"]
+    if n == 0:
+        return PoolScores([], [], np.zeros(0, np.int32), np.zeros(0, np.int32),
+                          {"entropy": np.zeros(0), "margin": np.zeros(0)}, np.zeros((0, 0), np.float32),
+                          np.zeros((0, 0), np.float32))
+    scores = PoolScores(images=images, hashes=hashes, width=out["width"], height=out["height"],
+                        uncertainty={"entropy": out["entropy"], "margin": out["margin"]},
+                        class_max=out["class_max"], embedding=out["embedding"], cached=cached, where=out["where"])
+    if "mem_pred" in out:
+        mem = out["mem_pred"]
+        scores.predictions = lambda i: mem[hashes[i]].astype(np.float64)  # type: ignore[method-assign]
+    return scores
+
+
+# --- hard negatives -------------------------------------------------------------------------------------------
+
+def read_detections(path: Path, width: int, height: int) -> np.ndarray:
+    """A deployed model's detections file -> (N, 6) [cls, conf, x1, y1, x2, y2] in pixels. Lines are
+    'cls xc yc w h conf' (normalised); a line without the confidence column or with bad numbers is skipped
+    with a warning naming file:line."""
+    out = []
+    for ln_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        vals = line.split()
+        if not vals:
+            continue
+        try:
+            nums = [float(v) for v in vals]
+        except ValueError:
+            nums = []
+        if len(nums) != 6 or nums[0] != int(nums[0]) or nums[0] < 0:
+            log.warning("%s:%d: expected 'cls xc yc w h conf', line skipped: %r", path, ln_no, line[:60])
+            continue
+        c, xc, yc, w, h, conf = nums
+        out.append([c, conf, (xc - w / 2) * width, (yc - h / 2) * height, (xc + w / 2) * width,
+                    (yc + h / 2) * height])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 6)
+
+
+def deployed_files(folder: Path) -> dict[str, Path]:
+    """<image stem> -> detections file of a deployed-detections folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PoolError(f"sampling_strategy.deployed_detections_dir = {str(folder)!r}: folder not found. Point it at "
+                        f"the folder of the deployed model's detection .txt files (one per image), or remove it.")
+    return {f.stem: f for f in sorted(folder.glob("*.txt"))}
+
+
+def unconfirmed(dets: np.ndarray, ref: np.ndarray, min_conf: float, iou: float) -> list[int]:
+    """Indices of detections (N, 6 [cls, conf, box]) with conf >= min_conf that no reference box (M, 5
+    [cls, box]) of the same class overlaps with IoU >= iou: false positives when `ref` is the ground truth."""
+    dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+    ref = np.asarray(ref, dtype=np.float64).reshape(-1, 5)
+    if len(dets) == 0:
+        return []
+    ious = box_iou(dets[:, 2:6], ref[:, 1:5]) * (dets[:, :1] == ref[None, :, 0]) if len(ref) else \
+        np.zeros((len(dets), 0))
+    hit = (ious >= iou).any(axis=1) if ious.size else np.zeros(len(dets), dtype=bool)
+    return [i for i in range(len(dets)) if dets[i, 1] >= min_conf and not hit[i]]
+
+
+def hard_negative_pick(image: str, fps: list[dict], names: Sequence[str]) -> dict:
+    """A pick for an image with confident false positives; its score is the most confident one's confidence."""
+    fps = sorted(fps, key=lambda e: (-e["conf"], e.get("index", 0)))
+    reasons = []
+    for e in fps:
+        label = names[e["cls"]] if 0 <= e["cls"] < len(names) else f"class {e['cls']}"
+        if e["source"] == "validation":
+            reasons.append(f"hard negative: confident false positive '{label}' (conf {e['conf']:.2f}) on a "
+                           f"labelled validation image")
+        elif e["source"] == "deployed-labelled":
+            reasons.append(f"hard negative: the deployed model detected '{label}' (conf {e['conf']:.2f}) where the "
+                           f"labels have none")
+        else:
+            reasons.append(f"hard negative: the deployed model detected '{label}' (conf {e['conf']:.2f}) and the "
+                           f"current model does not confirm it (likely false positive)")
+    return {"image": image, "kind": "hard_negative", "score": float(fps[0]["conf"]),
+            "components": {"hard_negative": float(fps[0]["conf"])}, "reasons": reasons, "errors": fps}
+
+
+def hard_negatives_from_validation(errors: Sequence[Mapping], records: Mapping[str, Mapping], min_conf: float,
+                                   allowed: set[str]) -> dict[str, list[dict]]:
+    """image -> its FP records (error_report.json) whose confidence (looked up in validation.json) >= min_conf."""
+    out: dict[str, list[dict]] = {}
+    for e in errors:
+        if e.get("kind") != "fp" or e["image"] not in allowed:
+            continue
+        rec = records.get(e["image"])
+        if rec is None or not 0 <= int(e["index"]) < len(rec["pred"]):
+            continue
+        conf = float(rec["pred"][int(e["index"])][1])
+        if conf >= min_conf:
+            out.setdefault(e["image"], []).append({**e, "conf": conf, "source": "validation"})
+    return out
+
+
+def hard_negatives_from_deployed(folder: Path, images: Mapping[str, tuple[int, int]],
+                                 reference: Callable[[str], np.ndarray], *, labelled: bool, min_conf: float,
+                                 iou: float) -> dict[str, list[dict]]:
+    """image -> the deployed model's confident detections on it that `reference(image)` (ground truth when
+    `labelled`, else the current model's detections, as (M, 5) [cls, box]) does not confirm."""
+    files = deployed_files(folder)
+    by_stem = {Path(img).stem: img for img in images}
+    out: dict[str, list[dict]] = {}
+    for stem, f in files.items():
+        img = by_stem.get(stem)
+        if img is None:
+            continue
+        w, h = images[img]
+        dets = read_detections(f, w, h)
+        idx = unconfirmed(dets, reference(img), min_conf, iou)
+        if idx:
+            src = "deployed-labelled" if labelled else "deployed"
+            out[img] = [{"kind": "fp", "image": img, "index": i, "cls": int(dets[i, 0]), "conf": float(dets[i, 1]),
+                         "box": [float(v) for v in dets[i, 2:6]], "source": src} for i in idx]
+    return out
+
+
+# --- the strategies ---------------------------------------------------------------------------------------------
+
+def _label(names: Sequence[str], c: int) -> str:
+    return names[c] if 0 <= c < len(names) else f"class {c}"
+
+
+def uncertainty_reason(u: float, measure: str, top_k: int) -> str:
+    return f"uncertainty {u:.3f} (mean of the top {top_k} pre-NMS candidates, {measure})"
+
+
+def choose(
+    strategy: str,
+    candidates: Sequence[str],
+    budget: int,
+    *,
+    scores: PoolScores | None = None,
+    labelled_emb: np.ndarray | None = None,
+    class_counts: Sequence[int] = (),
+    names: Sequence[str] = (),
+    measure: str = "entropy",
+    top_k: int = 10,
+    weights: Mapping[str, float] | None = None,
+    hard_negatives: Mapping[str, list[dict]] | None = None,
+    hard_negative_share: float = 0.0,
+    seed: int = 0,
+) -> list[dict]:
+    """The picks of one strategy, each {"image", "kind", "score", "components", "reasons", "errors"}, best first.
+
+    random: `budget` images drawn with `seed`. entropy: the most uncertain (scores.uncertainty[measure]).
+    combined: first up to round(hard_negative_share * budget) hard negatives (most confident FP first), then
+    sampling.combined_select over the rest, with the labelled images and the hard negatives as the starting set of
+    the diversity term. `scores` rows must be `candidates`, in order.
+    """
+    if budget <= 0 or not candidates:
+        return []
+    if strategy == "random":
+        return [{"image": img, "kind": "random", "score": 0.0, "components": {},
+                 "reasons": [f"random draw (seed {seed}): a control, not a judgement"], "errors": []}
+                for img in sampling.random_baseline(candidates, budget, seed)]
+    if scores is None or list(scores.images) != list(candidates):
+        raise ValueError("strategy needs the scan of exactly the candidate images")
+    unc = scores.uncertainty[measure]
+    if strategy == "entropy":
+        return [{"image": scores.images[i], "kind": "uncertain", "score": float(unc[i]),
+                 "components": {"uncertainty": float(unc[i])},
+                 "reasons": [uncertainty_reason(float(unc[i]), measure, top_k)], "errors": []}
+                for i in sampling.top_uncertain(unc, budget)]
+    if strategy != "combined":
+        raise ValueError(f"strategy {strategy!r} is not one of random, entropy, combined")
+    picks: list[dict] = []
+    hn = hard_negatives or {}
+    n_hn = min(len(hn), int(math.floor(hard_negative_share * budget + 0.5)))
+    if n_hn:
+        ranked = sorted(hn.items(), key=lambda kv: (-max(e["conf"] for e in kv[1]), kv[0]))
+        picks = [hard_negative_pick(img, fps, names) for img, fps in ranked[:n_hn]]
+    taken = {p["image"] for p in picks}
+    rest = [i for i, img in enumerate(scores.images) if img not in taken]
+    ref = [labelled_emb] if labelled_emb is not None and len(labelled_emb) else []
+    ref += [scores.embedding[[i for i, img in enumerate(scores.images) if img in taken]]] if taken else []
+    ref_emb = np.concatenate(ref) if ref else None
+    # a young model's class probabilities are low and poorly calibrated; their rank within the pool is what
+    # tells which images most likely hold a class
+    rel = sampling.relative_class_probs(scores.class_max[rest])
+    rare = [sampling.rare_class_score(rel[j], class_counts) for j in range(len(rest))]
+    sel = sampling.combined_select(unc[rest], [r[0] for r in rare], scores.embedding[rest], budget - len(picks),
+                                   weights or {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2},
+                                   labelled_emb=ref_emb)
+    for s in sel:
+        j = s["index"]
+        i = rest[j]
+        comp = s["components"]
+        rscore, rc = rare[j]
+        p_c = float(scores.class_max[i][rc]) if rc >= 0 else 0.0
+        r_c = float(rel[j][rc]) if rc >= 0 else 0.0
+        reasons = [uncertainty_reason(float(unc[i]), measure, top_k) + f", {comp['uncertainty']:.2f} of the pool's "
+                   f"highest",
+                   f"diversity {comp['diversity']:.2f} (backbone-embedding distance to the nearest labelled or "
+                   f"already-picked image; 1.00 = at least as far as a typical pool image is from the labelled set)",
+                   f"class balance {rscore:.2f}: may hold '{_label(names, rc)}' (p {p_c:.2f}, {r_c:.2f} of the "
+                   f"pool's highest for that class, x inverse labelled frequency "
+                   f"{rscore / r_c if r_c > 0 else 0.0:.2f})"]
+        picks.append({"image": scores.images[i], "kind": "uncertain", "score": s["score"],
+                      "components": {**comp, "raw_uncertainty": float(unc[i])}, "reasons": reasons,
+                      "errors": []})
+    return picks
+
+
+def labelled_reference(train: Sequence[str], seed: int, limit: int = LABELLED_REFERENCE) -> list[str]:
+    """The labelled images whose embeddings start k-center greedy: all of them, or a fixed sample of `limit`."""
+    import random
+
+    train = sorted(dict.fromkeys(train))
+    return train if len(train) <= limit else sorted(random.Random(seed).sample(train, limit))

@@ -1,1 +1,0 @@
-"""One module per step. Each exposes run(ctx) -> trigger name; none imports textual."""

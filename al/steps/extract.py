@@ -1,0 +1,235 @@
+"""Step 4: pick the images to label next with the configured strategy (sampling_strategy.strategy).
+
+fn_weighted scores seed 004's FN records (val) or post-NMS pool boxes; random, entropy and combined score the
+candidate images (pool images, or the validation split) with one cached, streamed predict pass (al.selection.pool).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from al.core import store
+from al.core.context import StepContext
+from al.core.errors import Interrupted, StepError
+from al.core.events import Message, Progress
+from al.data import dataset
+from al.report import error_analysis
+from al.selection import pool, sampling
+from al.yolo import detector
+
+POOL_MIN_CONF = 0.05
+"""Pool predictions below this confidence are noise, not candidates."""
+
+
+def _pool_images(ctx: StepContext, splits: dict[str, list[str]]) -> list[str]:
+    """Pool images not yet taken into training (picks are copied into the run under their own file name)."""
+    pool_dir = ctx.env.cfg.dataset.pool_dir
+    added = [p for p in splits["train"] if str(ctx.env.paths.dataset_root) in p]
+    taken = {Path(p).name for p in set(splits["train"]) | set(splits["test"]) | set(added)}
+    images = sorted(str(p.resolve()) for p in pool_dir.rglob("*")
+                    if p.suffix.lower() in dataset.IMG_SUFFIXES and p.name not in taken)
+    if not images:
+        raise StepError(f"The pool {pool_dir} has no images left to mine; add images or set "
+                        f"dataset.mining_source: val.")
+    return images
+
+
+def _progress(ctx: StepContext):
+    def cb(done: int, total: int) -> None:
+        ctx.ui.emit(Progress("extract", done, total, "images"))
+        if ctx.ui.stop_requested():  # finished cache chunks stay: --resume picks up from there
+            raise Interrupted("extract stopped; --resume continues the pool scan from its cache")
+    return cb
+
+
+def _pool_candidates(ctx: StepContext, images: list[str]) -> list[dict]:
+    """fn_weighted on a pool: predict it once; every predicted box becomes a candidate whose uncertainty is its
+    closeness to the decision threshold (the pool has no labels, so there are no FNs to score)."""
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    vc = cfg.validation
+    records, cands = [], []
+    preds = detector.predict(paths.best(k), images, imgsz=cfg.training.imgsz, conf=POOL_MIN_CONF, iou=vc.nms_iou,
+                             batch=vc.batch, device=cfg.training.device, model=ctx.models.model(paths.best(k)),
+                             on_progress=_progress(ctx))
+    for p in preds:
+        rec = {"image": p.path, "width": p.width, "height": p.height, "gt": [],
+               "pred": [[int(c), round(float(s), 4), *[round(float(v), 2) for v in b]]
+                        for c, s, b in zip(p.cls, p.conf, p.boxes)]}
+        records.append(rec)
+        for i, (c, s, b) in enumerate(zip(p.cls, p.conf, p.boxes)):
+            x1, y1, x2, y2 = (float(v) for v in b)
+            cell = error_analysis.grid_cell((x1, y1, x2, y2), p.width, p.height)
+            area = (x2 - x1) * (y2 - y1)
+            cands.append({"kind": "fn", "image": p.path, "index": i, "cls": int(c), "box": [x1, y1, x2, y2],
+                          "area": area, "size": error_analysis.size_bucket(area), "position": error_analysis.position_of(cell),
+                          "grid": list(cell), "aspect": (x2 - x1) / max(y2 - y1, 1e-6), "conf": float(s),
+                          "difficulty": 1.0 - abs(2.0 * float(s) - 1.0), "crop": None})
+    store.write_json(paths.pool_predictions(k), {"iteration": k, "names": ctx_names(ctx), "images": records})
+    return cands
+
+
+def ctx_names(ctx: StepContext) -> list[str]:
+    return list(store.read_json(ctx.env.paths.dataset_version(ctx.iteration) / "version.json")["names"])
+
+
+def _fn_weighted(ctx: StepContext, splits, names, counts, exclude) -> tuple[list[dict], int, str]:
+    paths, cfg = ctx.env.paths, ctx.env.cfg
+    if cfg.dataset.mining_source == "val":
+        report = store.read_json(paths.error_report(ctx.iteration), required=("errors",))
+        cands = [e for e in report["errors"] if e["kind"] == "fn" and e["image"] not in exclude]
+        unit = "FNs"
+    else:
+        cands = _pool_candidates(ctx, _pool_images(ctx, splits))
+        unit = "uncertain pool detections"
+    scored = sampling.score_errors(cands, dict(enumerate(counts)), cfg.sampling_strategy.weights())
+    picks = sampling.select_images(scored, cfg.active_learning.max_samples_per_iteration, exclude=exclude,
+                                   names=names)
+    for pk in picks:
+        pk["kind"] = "fn_weighted"
+        for e in pk["errors"]:
+            e["class_name"] = names[e["cls"]]
+    return picks, len(cands), unit
+
+
+def scan_settings(ctx: StepContext) -> pool.ScanSettings:
+    cfg = ctx.env.cfg
+    sc, vc = cfg.sampling_strategy, cfg.validation
+    return pool.ScanSettings(imgsz=cfg.training.imgsz, conf=POOL_MIN_CONF, iou=vc.nms_iou, batch=vc.batch,
+                             device=cfg.training.device, cand_conf=sc.candidate_conf, top_k=sc.uncertainty_top_k)
+
+
+def _deployed_dir(ctx: StepContext) -> Path | None:
+    return ctx.env.cfg.sampling_strategy.deployed_detections_dir  # resolved and checked by load_config
+
+
+def _hard_negatives(ctx: StepContext, candidates: list[str], scores: pool.PoolScores, nc: int) -> dict[str, list[dict]]:
+    """Confident false positives: validation FPs (mining_source val) and the deployed model's detections that the
+    labels (val) or the current model (pool) do not confirm."""
+    cfg = ctx.env.cfg
+    sc = cfg.sampling_strategy
+    allowed = set(candidates)
+    out: dict[str, list[dict]] = {}
+    labelled = cfg.dataset.mining_source == "val"
+    if labelled:
+        report = store.read_json(ctx.env.paths.error_report(ctx.iteration), required=("errors",))
+        val = store.read_json(ctx.env.paths.validation(ctx.iteration), required=("images",))
+        records = {r["image"]: r for r in val["images"]}
+        out = pool.hard_negatives_from_validation(report["errors"], records, sc.hard_negative_conf, allowed)
+    folder = _deployed_dir(ctx)
+    if folder is not None:
+        try:
+            row = {img: i for i, img in enumerate(scores.images)}
+            sizes = {img: (int(scores.width[i]), int(scores.height[i])) for img, i in row.items()}
+
+            def reference(img: str) -> np.ndarray:
+                i = row[img]
+                if labelled:
+                    return dataset.read_labels(dataset.label_path(img), nc, *sizes[img])
+                pred = scores.predictions(i)
+                keep = pred[:, 1] >= cfg.validation.conf
+                return np.column_stack([pred[keep, 0], pred[keep, 2:6]]).reshape(-1, 5)
+
+            dep = pool.hard_negatives_from_deployed(folder, sizes, reference, labelled=labelled,
+                                                    min_conf=sc.hard_negative_conf, iou=cfg.validation.iou)
+        except pool.PoolError as e:
+            raise StepError(f"{cfg.source_path}: {e}") from None
+        for img, fps in dep.items():
+            out.setdefault(img, []).extend(fps)
+    return out
+
+
+def _pool_records(ctx: StepContext, picks: list[dict], scores: pool.PoolScores | None) -> list[dict]:
+    """pool_predictions.json records of the picks (review needs their size and, with --auto, their boxes)."""
+    k, cfg = ctx.iteration, ctx.env.cfg
+    images = [p["image"] for p in picks]
+    if scores is not None:
+        row = {img: i for i, img in enumerate(scores.images)}
+        preds = []
+        for img in images:
+            i = row[img]
+            d = scores.predictions(i)
+            preds.append((img, int(scores.width[i]), int(scores.height[i]), d))
+    else:  # random: nothing scanned; predict just the picks
+        vc = cfg.validation
+        preds = [(p.path, p.width, p.height, np.column_stack([p.cls, p.conf, p.boxes]).reshape(-1, 6))
+                 for p in detector.predict(ctx.env.paths.best(k), images, imgsz=cfg.training.imgsz, conf=POOL_MIN_CONF,
+                                           iou=vc.nms_iou, batch=vc.batch, device=cfg.training.device,
+                                           model=ctx.models.model(ctx.env.paths.best(k)))]
+    return [{"image": img, "width": w, "height": h, "gt": [],
+             "pred": [[int(r[0]), round(float(r[1]), 4), *[round(float(v), 2) for v in r[2:6]]] for r in d]}
+            for img, w, h, d in preds]
+
+
+def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[list[dict], int, str, dict]:
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    sc = cfg.sampling_strategy
+    budget = cfg.active_learning.max_samples_per_iteration
+    seed = cfg.training.seed * 1000 + k
+    if cfg.dataset.mining_source == "pool":
+        candidates = _pool_images(ctx, splits)
+    else:
+        candidates = sorted(p for p in dict.fromkeys(splits["val"]) if p not in exclude)
+    info: dict = {}
+    scores = None
+    if sc.strategy == "random":
+        picks = pool.choose("random", candidates, budget, seed=seed)
+    else:
+        ref = pool.labelled_reference(splits["train"], cfg.training.seed) if sc.strategy == "combined" else []
+        settings = scan_settings(ctx)
+        weights = paths.best(k)
+        try:
+            allscores = pool.scan(weights, candidates + ref, settings, paths.pool_score_cache,
+                                  model=ctx.models.model(weights), on_progress=_progress(ctx))
+        except pool.PoolError as e:
+            raise StepError(str(e)) from None
+        n = len(candidates)
+        scores = allscores.subset(range(n))
+        labelled_emb = allscores.embedding[n:]
+        info["scan"] = {"images": len(allscores.images), "cached": allscores.cached,
+                        "model": str(weights), "settings": settings.key()}
+        hn = _hard_negatives(ctx, candidates, scores, len(names)) if sc.strategy == "combined" else {}
+        info["hard_negative_candidates"] = len(hn)
+        picks = pool.choose(sc.strategy, candidates, budget, scores=scores, labelled_emb=labelled_emb,
+                            class_counts=counts, names=names, measure=sc.uncertainty_measure,
+                            top_k=sc.uncertainty_top_k, weights=sc.combined_weights(), hard_negatives=hn,
+                            hard_negative_share=sc.hard_negative_share, seed=seed)
+    if cfg.dataset.mining_source == "pool":
+        store.write_json(paths.pool_predictions(k), {"iteration": k, "names": names,
+                                                     "images": _pool_records(ctx, picks, scores)})
+    unit = "pool images" if cfg.dataset.mining_source == "pool" else "validation images"
+    return picks, len(candidates), unit, info
+
+
+def _strategy_weights(ctx: StepContext) -> dict:
+    sc = ctx.env.cfg.sampling_strategy
+    if sc.strategy == "fn_weighted":
+        return sc.weights()
+    if sc.strategy == "combined":
+        return {**sc.combined_weights(), "hard_negative_share": sc.hard_negative_share}
+    return {}
+
+
+def run(ctx: StepContext) -> str:
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    ver, splits = dataset.read_snapshot(paths.dataset_version(k))
+    names = list(ver["names"])
+    exclude = set(splits["train"]) | set(splits["test"])  # the test split is never a source
+    counts = dataset.class_counts(splits["train"], len(names))
+    strategy = cfg.sampling_strategy.strategy
+    if strategy == "fn_weighted":
+        picks, n_cands, unit = _fn_weighted(ctx, splits, names, counts, exclude)
+        info: dict = {}
+    else:
+        picks, n_cands, unit, info = _strategy_picks(ctx, splits, names, counts, exclude)
+    for rank, pk in enumerate(picks, 1):
+        pk["rank"] = rank
+    store.write_json(paths.hard_examples(k), {
+        "iteration": k, "source": cfg.dataset.mining_source, "strategy": strategy, "weights": _strategy_weights(ctx),
+        "uncertainty_measure": cfg.sampling_strategy.uncertainty_measure, "candidates": n_cands,
+        "train_class_counts": dict(zip(names, counts)), **info, "picks": picks})
+    n_hn = sum(1 for p in picks if p.get("kind") == "hard_negative")
+    line = sampling.format_console(len(picks), n_cands, unit)
+    ctx.ui.emit(Message(f"{line} ({strategy}{f', {n_hn} hard negatives' if n_hn else ''})"))
+    return "next"

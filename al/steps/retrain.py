@@ -1,0 +1,143 @@
+"""Step 6: train the baseline (iteration 0) or fine-tune iteration k's model into iteration k+1's, in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from al.core import store
+from al.core.context import StepContext
+from al.core.errors import Interrupted, StepError
+from al.core.events import EpochEnd, Message, Progress
+
+
+def target_iteration(ctx: StepContext) -> int:
+    """The iteration whose weights this retrain produces."""
+    return 0 if ctx.state.baseline else ctx.iteration + 1
+
+
+def train_spec(ctx: StepContext, target: int) -> dict:
+    tc, paths = ctx.env.cfg.training, ctx.env.paths
+    baseline = target == 0
+    return {
+        "model": ctx.env.cfg.model.baseline if baseline else str(paths.best(target - 1)),
+        "data": str(paths.dataset_yaml(target)),
+        "epochs": tc.epochs_base if baseline else tc.epochs_increment,
+        "lr0": tc.base_lr * tc.lr_decay_factor ** target,
+        "imgsz": tc.imgsz, "batch": tc.batch, "patience": tc.patience, "optimizer": tc.optimizer,
+        "device": tc.device, "workers": tc.workers, "seed": tc.seed, "extra": tc.extra,
+        "project": str(paths.iterations), "name": paths.iteration(target).name,
+        "yolo_config_dir": str(ctx.env.yolo_config_dir),
+        "progress": str(paths.train_progress(target)),
+    }
+
+
+def _follow(ctx: StepContext, proc: subprocess.Popen, progress: Path, epochs: int) -> None:
+    """Relay the child's new progress lines as events until it exits; stop it if the user quits."""
+    pos = progress.stat().st_size if progress.exists() else 0  # a resumed training's old lines are history
+    while True:
+        if ctx.ui.stop_requested():
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise Interrupted("training stopped; --resume continues from the last saved epoch")
+        if progress.exists():
+            with progress.open() as fh:
+                fh.seek(pos)
+                for line in fh:
+                    if not line.endswith("\n"):
+                        break
+                    pos += len(line.encode())
+                    ev = json.loads(line)
+                    if ev["event"] == "batch":
+                        ctx.ui.emit(Progress("retrain", ev["batch"], ev["batches"], "batches",
+                                              f"epoch {ev['epoch']}/{ev['epochs']}"))
+                    elif ev["event"] == "epoch_end":
+                        ctx.ui.emit(EpochEnd(ev["epoch"], ev["epochs"], ev.get("metrics", {})))
+                        ctx.ui.emit(Progress("retrain", ev["epoch"], ev["epochs"], "epochs"))
+                    elif ev["event"] == "resume":
+                        ctx.ui.emit(Message(f"[TRAIN] Resuming interrupted training from {ev['checkpoint']}"))
+        if proc.poll() is not None:
+            return
+        time.sleep(0.2)
+
+
+def _dry_run(ctx: StepContext, target: int, spec: dict) -> None:
+    from al.yolo import detector
+
+    paths = ctx.env.paths
+    paths.weights(target).mkdir(parents=True, exist_ok=True)
+    if target == 0:
+        if spec["model"].endswith(".pt"):
+            shutil.copyfile(spec["model"], paths.best(0))
+        else:
+            ver = store.read_json(paths.dataset_version(0) / "version.json")
+            detector.build_untrained(spec["model"], list(ver["names"]), paths.best(0))
+    else:
+        shutil.copyfile(paths.best(target - 1), paths.best(target))
+    store.write_text_atomic(paths.training_log(target), "dry-run: training skipped; weights copied\n")
+
+
+def run(ctx: StepContext) -> str:
+    paths = ctx.env.paths
+    target = target_iteration(ctx)
+    if not paths.dataset_yaml(target).is_file():
+        raise StepError(f"Dataset version {target} missing ({paths.dataset_yaml(target)}); re-run review with "
+                        f"--start-iteration {target}.")
+    spec = train_spec(ctx, target)
+    result_file = paths.train_result(target)
+    if result_file.is_file() and paths.best(target).is_file():
+        done = store.read_json(result_file)
+        if done.get("spec") == spec:  # finished before a crash, state not yet saved: nothing to redo
+            return "next"
+    if ctx.env.opts.dry_run:
+        _dry_run(ctx, target, spec)
+        store.write_json(result_file, {"spec": spec, "dry_run": True, "seconds": 0.0})
+        return "next"
+
+    prev = store.read_json(paths.train_spec(target)) if paths.train_spec(target).is_file() else None
+    resume = bool(prev and prev.get("spec") == spec and paths.last(target).is_file())
+    if not resume:
+        # a fresh training: earlier partial artefacts of this iteration would mislead Ultralytics and the reader
+        shutil.rmtree(paths.weights(target), ignore_errors=True)
+        paths.train_progress(target).unlink(missing_ok=True)
+        result_file.unlink(missing_ok=True)
+    paths.iteration(target).mkdir(parents=True, exist_ok=True)
+    store.write_json(paths.train_spec(target), {"spec": spec})
+    what = "baseline" if target == 0 else f"fine-tune of iteration {target - 1}"
+    ctx.ui.emit(Message(f"[TRAIN] {what}: {spec['epochs']} epochs, lr0={spec['lr0']:.6g}, imgsz={spec['imgsz']}, "
+                         f"log: {paths.training_log(target)}"))
+    t0 = time.time()
+    import al
+
+    # the child must import this same `al` package even when it is run from a checkout, not installed
+    pkg_parent = str(Path(al.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))}
+    with paths.training_log(target).open("a") as log:
+        log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'} =====\n")
+        log.flush()
+        spec_file = paths.iteration(target) / ".train_spec_run.json"
+        store.write_text_atomic(spec_file, json.dumps({**spec, "resume": resume}))
+        proc = subprocess.Popen([sys.executable, "-m", "al.yolo.train_worker", str(spec_file)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(paths.root))
+        _follow(ctx, proc, paths.train_progress(target), spec["epochs"])
+    if proc.returncode != 0 or not paths.best(target).is_file():
+        tail = paths.training_log(target).read_text(errors="replace").strip().splitlines()[-3:]
+        raise StepError(f"Training failed (exit {proc.returncode}); see {paths.training_log(target)}. "
+                        f"Last lines: {' | '.join(tail)}. Fix the cause, then run with --resume.")
+    secs = time.time() - t0
+    store.write_json(result_file, {"spec": spec, "dry_run": False, "seconds": round(secs, 1),
+                                   "best": str(paths.best(target))})
+    ctx.ui.emit(Message(f"[TRAIN] Training complete in {secs:.0f} s: {paths.best(target)}"))
+    return "next"

@@ -1,0 +1,243 @@
+"""Step 5: human review (a local annotation package or Roboflow), the simulated reveal, or --auto pseudo-labels;
+then the guarded merge into the next dataset version and its manifest (al/review/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from al.core import store
+from al.core.context import StepContext
+from al.core.errors import StepError
+from al.core.events import Message, ReviewRequired
+from al.core.paths import RunPaths
+from al.data import dataset, manifest
+from al.review import Labelled, norm_boxes, pick_predictions
+
+
+def review_info(ctx: StepContext, picks: list[dict]) -> dict:
+    """What the human is asked to do (the console block and the TUI's review screen are built from this)."""
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    rp = paths
+    combined = cfg.dataset.combined_dir
+    backend = cfg.review.backend
+    info = {
+        "iteration": k, "hard_examples": len(picks), "fn_crops": str(paths.fn_crops(k)),
+        "hard_examples_file": str(paths.hard_examples(k)), "prompt_suggestions": str(paths.prompt_suggestions(k)),
+        "combined_dir": str(combined) if combined else None, "picks": picks, "backend": backend,
+    }
+    first = [f"Review false negative crops in {paths.fn_crops(k)}",
+             f"Review the picked images listed in {paths.hard_examples(k)}"]
+    last = [f"Review prompt suggestions in {paths.prompt_suggestions(k)}",
+            f"Update prompts in {paths.prompts(k)} if needed"]
+    if backend == "roboflow":
+        r = cfg.review.roboflow
+        batch = f"{r.batch_prefix}-iteration-{k}"
+        where = f"{r.workspace or '<your workspace>'}/{r.project}"
+        info["roboflow"] = {"workspace": r.workspace, "project": r.project, "batch": batch, "version": r.version}
+        which = "the newest version" if r.version == "newest" else f"version {r.version}"
+        middle = [f"The picks are uploaded to Roboflow project {where} as batch '{batch}' (tagged '{batch}')"
+                  + (", with the model's predictions as pre-annotations" if r.pre_annotations else ""),
+                  "Annotate the batch in Roboflow: correct the pre-annotations, mark images without objects as null",
+                  f"Generate a new dataset version in Roboflow; {which} is downloaded in YOLO format when you "
+                  f"continue"]
+    else:
+        lc = cfg.review.local
+        back = lc.import_from or rp.returned(k)
+        info.update(package_dir=str(rp.package(k)), package_zip=str(rp.package_zip(k)) if lc.make_zip else None,
+                    returned_dir=str(rp.returned(k)), import_from=str(back),
+                    configured_import_from=str(lc.import_from) if lc.import_from else None)
+        middle = [f"Open the annotation package {rp.package(k)}" + (f" (or {rp.package_zip(k)})" if lc.make_zip
+                                                                   else "")
+                  + ": images/, pre-annotations in labels/ (YOLO) and annotations_coco.json (COCO), "
+                    "contact_sheet.jpg, GUIDELINES.md",
+                  "Correct the pre-annotations in your annotation tool (they are the model's own detections)",
+                  f"Put the corrected labels in {back} (YOLO .txt files, a COCO JSON, or a zip of either)"
+                  + (f", or export the whole reviewed dataset in YOLO format to {combined} (with its data.yaml; "
+                     f"class names in the same order)" if combined and not lc.import_from else "")]
+    info["steps"] = first + middle + last
+    return info
+
+
+def review_block(info: dict) -> str:
+    """Seed 004's console block, with this run's real paths."""
+    bar = "=" * 80
+    lines = [bar, "MANUAL REVIEW REQUIRED", bar, f"Iteration: {info['iteration']}",
+             f"Hard examples: {info['hard_examples']}", f"FN crops saved to: {info['fn_crops']}"]
+    if info.get("backend_status"):
+        lines.append(f"Review backend: {info['backend_status']}")
+    lines += ["", "NEXT STEPS:"]
+    lines += [f"{i}. {s}" for i, s in enumerate(info["steps"], 1)]
+    return "\n".join(lines) + "\n" + bar
+
+
+def _thresholds(ctx: StepContext, names: list[str]) -> np.ndarray:
+    al = ctx.env.cfg.active_learning
+    unknown = sorted(set(al.pseudo_label_conf_per_class) - set(names))
+    if unknown:
+        raise StepError(f"{ctx.env.cfg.source_path}: key 'active_learning.pseudo_label_conf_per_class' names unknown "
+                        f"classes {unknown}; known: {names}")
+    return np.array([al.pseudo_label_conf_per_class.get(n, al.pseudo_label_conf) for n in names])
+
+
+def _labels_for_picks(ctx: StepContext, picks: list[dict], names: list[str], mode: str) -> list[Labelled]:
+    """Each pick with hidden ground truth (simulated) or per-class thresholded predictions (pseudo)."""
+    out = []
+    recs = pick_predictions(ctx)
+    thr = _thresholds(ctx, names) if mode == "pseudo" else None
+    for pk in picks:
+        img = pk["image"]
+        rec = recs.get(img)
+        if rec is None:
+            raise StepError(f"{img}: picked but absent from this iteration's predictions; re-run extract "
+                            f"(--start-iteration {ctx.iteration}).")
+        w, h = rec["width"], rec["height"]
+        if mode == "pseudo":
+            pred = np.asarray(rec["pred"], dtype=float).reshape(-1, 6)
+            keep = pred[:, 1] >= thr[pred[:, 0].astype(int)] if len(pred) else np.zeros(0, bool)
+            boxes = np.column_stack([pred[keep, 0], pred[keep, 2:6]]) if keep.any() else np.zeros((0, 5))
+        elif ctx.env.cfg.dataset.mining_source == "val":
+            boxes = dataset.read_labels(dataset.label_path(img), len(names), w, h)
+        else:
+            boxes = dataset.read_labels(ctx.env.cfg.dataset.pool_labels_dir / (Path(img).stem + ".txt"), len(names), w, h)
+        out.append(Labelled(src=img, boxes=norm_boxes(boxes, w, h), source=mode, label_origin=mode, pick=img))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- the step
+
+def _backend(name: str):
+    """The review backend module: prepare(ctx, picks, names) -> info, collect(ctx, picks, names) -> labelled."""
+    if name == "roboflow":
+        from al.review import roboflow
+
+        return roboflow
+    from al.review import local
+
+    return local
+
+
+def _guard_test(ctx: StepContext, picks: list[dict], test: list[str]) -> list[dict]:
+    """The test split is frozen: a pick from it (a bug upstream or a hand-edited file) is never reviewed."""
+    frozen = set(test)
+    bad = [p["image"] for p in picks if p["image"] in frozen]
+    if bad:
+        ctx.ui.emit(Message(f"[REVIEW] WARNING: {len(bad)} picks are test images and were dropped (the test split "
+                             f"is frozen), e.g. {bad[0]}", "warning"))
+    return [p for p in picks if p["image"] not in frozen]
+
+
+def _was_asked(rp: RunPaths, k: int, backend: str) -> bool:
+    """The step already handed iteration k's picks to this backend and paused (its request record exists)."""
+    f = rp.review_request(k)
+    return f.is_file() and store.read_json(f).get("backend") == backend
+
+
+def run(ctx: StepContext) -> str:
+    """Review the picks (pause for a human, or label them), merge them, write the next dataset version."""
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    rp = paths
+    hard = store.read_json(paths.hard_examples(k), required=("picks",))
+    ver, splits = dataset.read_snapshot(paths.dataset_version(k))
+    names = list(ver["names"])
+    picks = _guard_test(ctx, hard["picks"], splits["test"])
+    al = cfg.active_learning
+    if ctx.env.opts.auto:
+        mode = "pseudo"
+    elif al.review_source == "simulated":
+        mode = "simulated"
+    else:
+        mode = "manual"
+    info = review_info(ctx, picks)
+    info["mode"] = mode
+    summary: dict = {}
+
+    if mode == "manual":
+        backend = _backend(cfg.review.backend)
+        prepare, collect = backend.prepare, backend.collect
+        asked = ctx.state.review_pending and _was_asked(rp, k, cfg.review.backend)
+        if al.require_human_review and not asked:
+            info.update(prepare(ctx, picks, names))
+            store.write_json(rp.review_request(k), {"iteration": k, "backend": cfg.review.backend, "picks": len(picks),
+                                             **{key: v for key, v in info.items() if key != "picks"}})
+            ctx.ui.emit(ReviewRequired(info))
+            ctx.ui.emit(Message(review_block(info)))
+            if not ctx.ui.wait_for_review(info):
+                return "pause"
+        cands, summary = collect(ctx, picks, names)
+    elif mode == "simulated":
+        ctx.ui.emit(Message(f"[REVIEW] SIMULATED review: revealing the hidden ground truth of {len(picks)} picks"))
+        cands = _labels_for_picks(ctx, picks, names, mode)
+    else:
+        ctx.ui.emit(Message(f"[REVIEW] --auto: labelling {len(picks)} picks with model predictions (pseudo-labels)"))
+        cands = _labels_for_picks(ctx, picks, names, mode)
+        summary["pseudo_thresholds"] = dict(zip(names, _thresholds(ctx, names).tolist()))
+
+    near = cfg.review.near_duplicate_distance
+    fresh = not rp.manifest(k).is_file()
+    man = manifest.for_version(rp.manifest(k), k, splits, str(cfg.dataset.data_yaml), with_phash=near is not None)
+    extra = {}
+    if fresh and k == 0 and near is not None:  # the configured dataset itself, checked once
+        extra["near_duplicates"] = manifest.near_duplicates(man, splits["train"], near)
+        if extra["near_duplicates"]:
+            ex = extra["near_duplicates"][0]
+            ctx.ui.emit(Message(f"[DATASET] WARNING: {len(extra['near_duplicates'])} training images are "
+                                 f"near-duplicates of validation/test images (perceptual hash), e.g. "
+                                 f"{Path(ex['image']).name} ~ {ex['split']} {Path(ex['other']).name}; listed in "
+                                 f"{rp.manifest(k)}", "warning"))
+    manifest.save(man, rp.manifest(k), ver["id"], ver.get("parent"), **extra)
+    res = manifest.merge(man, splits, cands, iteration=k, img_dir=paths.added_images(k),
+                         lbl_dir=paths.added_labels(k), nc=len(names), iou=cfg.validation.iou, near_distance=near)
+    if res.pseudo_check:
+        res.pseudo_check = _named(res.pseudo_check, names)
+    _report_merge(ctx, res)
+    if not res.splits["val"]:
+        raise StepError(f"Review of iteration {k} would leave the validation split empty; lower "
+                        f"active_learning.max_samples_per_iteration or add validation images.")
+    origin = "human" if mode == "manual" else mode
+    new_ver = dataset.write_snapshot(paths.dataset_version(k + 1), names, res.splits,
+                                     {"version": k + 1, "names": names, "parent": ver["id"], "origin": origin,
+                                      "added": len(res.added), "removed_from_val": len(res.moved_from_val),
+                                      "manifest": str(rp.manifest(k + 1))})
+    manifest.save(res.manifest, rp.manifest(k + 1), new_ver["id"], ver["id"])
+    store.write_json(rp.manifest_diff(k + 1), {**res.diff(k), "from_version": ver["id"], "to_version": new_ver["id"]})
+    returned = summary.pop("returned_labelled", len(cands))
+    out = {"iteration": k, "mode": mode, "backend": cfg.review.backend if mode == "manual" else None,
+           "simulation": mode == "simulated", "picks": len(picks), "returned_labelled": returned,
+           "added_images": len(res.added), "added_boxes": res.added_boxes,
+           "removed_from_val": len(res.moved_from_val), "val_changed": bool(res.moved_from_val),
+           "skipped_test_duplicates": len(res.refused_test), "duplicates_dropped": len(res.dropped_duplicates),
+           "relabelled": len(res.relabelled), "near_duplicates": len(res.near_duplicates),
+           "pseudo_label_check": res.pseudo_check, "dataset_version": new_ver["id"],
+           "dataset_counts": new_ver["counts"], "manifest": str(rp.manifest(k + 1)),
+           "manifest_diff": str(rp.manifest_diff(k + 1)), **summary}
+    store.write_json(paths.review(k), out)
+    label = {"pseudo": "pseudo-labelled", "simulated": "SIMULATED labels", "human": "human-reviewed"}[origin]
+    ctx.ui.emit(Message(f"[REVIEW] {len(res.added)} images added ({res.added_boxes} boxes, {label}); "
+                         f"{len(res.moved_from_val)} moved out of validation; {len(res.dropped_duplicates)} exact "
+                         f"duplicates dropped; dataset version {new_ver['id']}"))
+    return "next"
+
+
+def _named(check: dict, names: list[str]) -> dict:
+    """Per-class pseudo-label scores keyed by class name instead of id."""
+    return {**check, "per_class": {names[int(c)]: v for c, v in check["per_class"].items()}}
+
+
+def _report_merge(ctx: StepContext, res: manifest.MergeResult) -> None:
+    say = ctx.ui.emit
+    if res.refused_test:
+        say(Message(f"[REVIEW] WARNING: {len(res.refused_test)} images identical to test images were not added to "
+                    f"training (the test split is frozen)", "warning"))
+    if res.near_duplicates:
+        ex = res.near_duplicates[0]
+        say(Message(f"[REVIEW] WARNING: {len(res.near_duplicates)} near-duplicate pairs across splits (perceptual "
+                    f"hash), e.g. {Path(ex['image']).name} ~ {ex['split']} image {Path(ex['other']).name} (distance "
+                    f"{ex['distance']}); metrics on those images are optimistic. Listed in the manifest diff.",
+                    "warning"))
+    if res.pseudo_check:
+        pc = res.pseudo_check
+        say(Message(f"[REVIEW] Pseudo-labels checked against human labels on {pc['images']} images: precision "
+                    f"{pc['precision']:.3f}, recall {pc['recall']:.3f} (TP={pc['tp']} FP={pc['fp']} FN={pc['fn']}, "
+                    f"IoU {pc['iou']:g})"))

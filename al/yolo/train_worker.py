@@ -1,0 +1,101 @@
+"""Runs one Ultralytics training in its own process (python -m al.yolo.train_worker SPEC.json).
+
+A child process keeps training off the orchestrator's (and the TUI's) thread, lets a quit stop it cleanly, and
+sends its console output to training_log.txt. Progress goes to a JSON-lines file the parent follows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _die_with_parent() -> None:
+    # If the orchestrator is killed (even kill -9) the training must not run on unseen: ask Linux to SIGKILL us.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class _Progress:
+    def __init__(self, path: Path):
+        self.fh = open(path, "a", buffering=1, encoding="utf-8")
+        self.last_batch = 0.0
+
+    def emit(self, **ev):
+        ev["t"] = time.time()
+        self.fh.write(json.dumps(ev) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    _die_with_parent()
+    parent = os.getppid()
+    from al.yolo.detector import prepare_offline, resolve_device
+
+    prepare_offline(Path(spec["yolo_config_dir"]))
+    from ultralytics import YOLO
+
+    prog = _Progress(Path(spec["progress"]))
+
+    def on_epoch_start(tr):
+        if os.getppid() != parent:  # orphaned on a platform without PDEATHSIG
+            os._exit(3)
+        prog.emit(event="epoch_start", epoch=tr.epoch + 1, epochs=tr.epochs)
+
+    def on_batch_end(tr):
+        now = time.time()
+        if now - prog.last_batch >= 0.5:  # throttle: the UI needs a few updates a second, not every batch
+            prog.last_batch = now
+            nb = len(tr.train_loader) if getattr(tr, "train_loader", None) is not None else 0
+            i = getattr(tr, "_al_batch", 0) + 1
+            prog.emit(event="batch", epoch=tr.epoch + 1, epochs=tr.epochs, batch=min(i, nb), batches=nb)
+        tr._al_batch = getattr(tr, "_al_batch", 0) + 1
+
+    def on_fit_epoch_end(tr):
+        tr._al_batch = 0
+        epoch = min(tr.epoch + 1, tr.epochs)
+        if epoch == getattr(tr, "_al_last_epoch", None):  # Ultralytics calls this again after the final eval
+            return
+        tr._al_last_epoch = epoch
+        metrics = {k: float(v) for k, v in (tr.metrics or {}).items() if isinstance(v, (int, float))}
+        prog.emit(event="epoch_end", epoch=epoch, epochs=tr.epochs, metrics=metrics,
+                  fitness=float(tr.fitness or 0.0))
+
+    last = Path(spec["project"]) / spec["name"] / "weights" / "last.pt"
+    if spec.get("resume") and last.is_file():
+        model = YOLO(str(last))
+        kwargs = {"resume": str(last), "device": resolve_device(spec["device"]), "workers": spec["workers"]}
+        prog.emit(event="resume", checkpoint=str(last))
+    else:
+        model = YOLO(spec["model"])
+        kwargs = dict(data=spec["data"], epochs=spec["epochs"], lr0=spec["lr0"], imgsz=spec["imgsz"],
+                      batch=spec["batch"], patience=spec["patience"], optimizer=spec["optimizer"],
+                      device=resolve_device(spec["device"]), workers=spec["workers"], seed=spec["seed"],
+                      project=spec["project"], name=spec["name"], exist_ok=True, verbose=True, plots=True)
+        kwargs.update(spec.get("extra", {}))  # the user's pass-through options win over our defaults
+    model.add_callback("on_train_epoch_start", on_epoch_start)
+    model.add_callback("on_train_batch_end", on_batch_end)
+    model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    prog.emit(event="start", epochs=spec["epochs"])
+    try:
+        model.train(**kwargs)
+    except AssertionError as e:
+        # killed after the last epoch but before the orchestrator recorded it: the training is complete
+        if "nothing to resume" not in str(e):
+            raise
+        prog.emit(event="resume", checkpoint=f"{last} (already finished)")
+    best = Path(spec["project"]) / spec["name"] / "weights" / "best.pt"
+    prog.emit(event="done", best=str(best), ok=best.is_file())
+    return 0 if best.is_file() else 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())
