@@ -84,11 +84,11 @@ def arm_config(args, data: Path, run_dir: Path, arm: str, seed: int) -> dict:
 def run_arm(args, data: Path, work: Path, arm: str, seed: int, baseline: Path | None, log) -> list[dict]:
     """One arm of one seed through the product's loop; returns its convergence rows."""
     from al.app.api import open_run
+    from al.app.api import run_loop as run
     from al.core import store
     from al.core.config import load_config
     from al.core.context import Listeners
     from al.core.events import Message
-    from al.app.api import run_loop as run
     from al.steps import retrain
 
     run_dir = work / f"seed{seed}" / arm

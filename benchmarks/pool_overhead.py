@@ -1,6 +1,7 @@
 """Pool-scoring overhead: scoring images/s / bare batched predict images/s, and peak memory at two pool sizes.
 
-Scoring is al.selection.pool.scan, the product's path: content hashing, the one predict pass with its pre-NMS and embedding
+Scoring is al.selection.pool.scan, the product's path: content hashing, the one predict pass with its pre-NMS and
+embedding
 hooks, uncertainty maths, and cache writes (cold cache). Bare is al.yolo.detector.predict over the same images with the
 same model, size, batch and thresholds. Peak memory is measured in a fresh subprocess per pool size (ru_maxrss of
 the whole process, and tracemalloc's peak of Python-side allocations such as numpy arrays).

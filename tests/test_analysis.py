@@ -176,17 +176,17 @@ def test_crops_margin_and_border_clipping(tmp_path):
     r = analyze(v, tmp_path / "ea", crop_margin=0.25)
     crops = tmp_path / "ea" / "fn_crops"
     assert sorted(p.name for p in crops.iterdir()) == ["scene_fn0_a.jpg", "scene_fn1_b.jpg", "scene_fn2_a.jpg"]
-    # 20x40 box, margin 5 px / 10 px -> x 5..35, y 0..60 (top clipped at 0)
-    assert cv2.imread(str(crops / "scene_fn0_a.jpg")).shape == (60, 30, 3)
-    # top-left corner box: x,y -5..25 clipped to 0..25
-    assert cv2.imread(str(crops / "scene_fn1_b.jpg")).shape == (25, 25, 3)
-    # bottom-right corner box: x 95..125 -> 95..120, y 75..105 -> 75..100
-    assert cv2.imread(str(crops / "scene_fn2_a.jpg")).shape == (25, 25, 3)
+    # 20x40 box: margin 5 px across is less than the 32 px minimum side -> 6 px; 10 px down -> x 4..36, y 0..60
+    assert cv2.imread(str(crops / "scene_fn0_a.jpg")).shape == (60, 32, 3)
+    # top-left corner box, 20x20 widened to 32: x,y -6..26 clipped to 0..26
+    assert cv2.imread(str(crops / "scene_fn1_b.jpg")).shape == (26, 26, 3)
+    # bottom-right corner box: x 94..126 -> 94..120, y 74..106 -> 74..100
+    assert cv2.imread(str(crops / "scene_fn2_a.jpg")).shape == (26, 26, 3)
     assert [e["crop"] for e in r["errors"]] == [str(crops / n) for n in
                                                 ("scene_fn0_a.jpg", "scene_fn1_b.jpg", "scene_fn2_a.jpg")]
     # the crop is the image region (JPEG is lossy: compare loosely)
     got = cv2.imread(str(crops / "scene_fn0_a.jpg")).astype(int)
-    assert np.abs(got - img[0:60, 5:35].astype(int)).mean() < 3
+    assert np.abs(got - img[0:60, 4:36].astype(int)).mean() < 3
 
 
 def test_max_crops_keeps_the_hardest(tmp_path):
@@ -353,7 +353,8 @@ def test_unreadable_image_raises_a_helpful_error(tmp_path):
 
 
 def test_module_imports_no_heavy_or_ui_packages():
-    code = ("import sys, al.report.error_analysis; bad = [m for m in ('torch', 'ultralytics', 'textual') if m in sys.modules];"
+    code = ("import sys, al.report.error_analysis; "
+            "bad = [m for m in ('torch', 'ultralytics', 'textual') if m in sys.modules];"
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -43,8 +43,7 @@ def test_bad_values_name_key_value_and_range(tmp_path, tiny_data, section, key, 
         load_config(p)
     msg = str(e.value)
     assert str(p) in msg and needle in msg
-    if section != "training" or key != "imgsz":
-        assert f"'{section}.{key}'" in msg and repr(value) in msg
+    assert f"'{section}.{key}'" in msg and repr(value) in msg  # model-level validators name their key too
 
 
 def test_missing_files_and_sections(tmp_path, tiny_data):
@@ -87,3 +86,75 @@ def test_strategy_default_follows_mining_source(tmp_path, tiny_data):
     assert pool.sampling_strategy.strategy == "combined"
     asked = load_config(make_config(tmp_path, tiny_data, sampling_strategy={"strategy": "entropy"}))
     assert asked.sampling_strategy.strategy == "entropy"
+
+
+def test_duplicate_key_is_refused_naming_both_lines(tmp_path, tiny_data):
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\ntraining:\n  epochs_base: 5\n  batch: 4\n"
+                         f"  epochs_base: 7\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert f"{p}:6: key 'training.epochs_base' is given twice (lines 4 and 6)" in msg and "Remove one" in msg
+
+
+def test_duplicate_top_level_section_is_refused(tmp_path, tiny_data):
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\ntraining: {{batch: 4}}\ntraining: {{batch: 8}}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:4: key 'training' is given twice \(lines 3 and 4\)"):
+        load_config(p)
+
+
+def _bomb(depth: int = 9) -> str:
+    """Nested aliases under a real key: 9**9 (~387 million) strings once expanded."""
+    lines = ["    l0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"    l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, depth)]
+    return "\n".join(lines)
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path, tiny_data):
+    import time
+
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\ntraining:\n  extra:\n{_bomb()}\n"
+                         f"model:\n  baseline: *a8\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert time.perf_counter() - t0 < 2
+    msg = str(e.value)
+    assert "training.extra.l8" in msg and "YAML aliases" in msg and f"{p}:" in msg and len(msg) < len(str(p)) + 300
+
+
+def test_alias_inside_its_own_anchor_is_refused(tmp_path, tiny_data):
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\ntraining:\n  extra: &x {{a: [*x]}}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+: a YAML alias refers to the anchor it is inside"):
+        load_config(p)
+
+
+def test_plain_aliases_still_work(tmp_path, tiny_data):
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\ntraining:\n  epochs_base: &n 3\n"
+                         f"  epochs_increment: *n\n")
+    cfg = load_config(p)
+    assert cfg.training.epochs_base == cfg.training.epochs_increment == 3
+
+
+@pytest.mark.parametrize("body,line,key,needle", [
+    ("training:\n  batch: 4\n  imgsz: 100\n", 5, "training.imgsz", "imgsz 100 is not a multiple of 32"),
+    ("training:\n  extra:\n    nbs: 8\n    lr0: 0.1\n", 6, "training.extra.lr0", "which the loop controls"),
+    ("sampling_strategy:\n  class_balance_weight: 0\n  size_diversity_weight: 0\n  spatial_diversity_weight: 0\n"
+     "  uncertainty_weight: 0\n", 4, "sampling_strategy.class_balance_weight", "all four fn_weighted weights"),
+    ("review:\n  backend: roboflow\n", 4, "review.backend", "needs review.roboflow.project"),
+    ("review:\n  roboflow:\n    api_key_env: my key\n", 5, "review.roboflow.api_key_env", "not an environment"),
+])
+def test_model_validator_errors_name_the_key_and_its_line(tmp_path, tiny_data, body, line, key, needle):
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\n{body}")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:{line}: key '{key}'") and needle in msg
+    assert "{" not in msg.split(needle)[0]  # the section is not dumped
+
+
+def test_error_values_are_shown_bounded(tmp_path, tiny_data):
+    p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\nmodel:\n  baseline: [{', '.join(['x' * 50] * 200)}]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "model.baseline" in str(e.value) and len(str(e.value)) < len(str(p)) + 300

@@ -19,6 +19,6 @@ def test_core_never_imports_textual():
 
 
 def test_pure_logic_imports_no_torch():
-    for mod in ("al.metrics.matching", "al.selection.sampling", "al.metrics.convergence", "al.report.error_analysis", "al.report.plots", "al.core.store", "al.core.config",
-                "al.core.machine"):
+    for mod in ("al.metrics.matching", "al.selection.sampling", "al.metrics.convergence", "al.report.error_analysis",
+                "al.report.plots", "al.core.store", "al.core.config", "al.core.machine"):
         assert not _loaded(mod) & {"torch", "ultralytics"}, mod

@@ -10,7 +10,7 @@ from filelock import FileLock
 from al.app.api import open_run
 from al.app.api import run_loop as run
 from al.cli import main
-from al.core import store
+from al.core import artifacts, store
 from al.core.config import load_config
 from al.core.context import Listeners
 from al.core.events import StepFinished, StepStarted
@@ -54,8 +54,8 @@ def test_machine_order_and_run_tree(reference):
     assert seen == EXPECTED
     p = RunPaths(cfg.run_dir)
     for k in (0, 1):
-        for f in (p.best(k), p.validation(k), p.error_report(k), p.prompt_suggestions(k), p.metadata(k),
-                  p.training_log(k), p.error_analysis(k) / "fn_size_distribution.png",
+        for f in (p.best(k), p.validation(k), p.validation_images(k), p.error_report(k), p.prompt_suggestions(k),
+                  p.metadata(k), p.training_log(k), p.error_analysis(k) / "fn_size_distribution.png",
                   p.error_analysis(k) / "fn_position_distribution.png", p.error_analysis(k) / "error_heatmap.png",
                   p.iteration_report(k), p.prompts(k)):
             assert f.is_file(), f
@@ -73,8 +73,8 @@ def test_machine_order_and_run_tree(reference):
     assert state["step"] == "done"
     meta = store.read_json(p.metadata(0))
     assert meta["dry_run"] is True and set(meta["timings_s"]) >= {"validate", "analyze", "extract", "review"}
-    val = store.read_json(p.validation(0))
-    assert val["test"]["images"] == 12 and val["train_sample"] == 8
+    val = artifacts.load_validation(p, 0)
+    assert val.test.images == 12 and val.train_sample == 8
     review = store.read_json(p.review(0))
     assert review["mode"] == "simulated" and review["simulation"] is True and review["added_images"] == 4
 

@@ -409,9 +409,11 @@ def test_secrets_file_and_connection_errors(tmp_path, tiny_data, server, monkeyp
 
 
 def test_original_name_undoes_roboflow_renaming():
-    assert rfmod.original_name("000123_jpg.rf.3f2a9cde01.jpg") == "000123.jpg"
-    assert rfmod.original_name("my_img_2_png.rf.abc123.jpg") == "my_img_2.png"
-    assert rfmod.original_name("plain.jpg") == "plain.jpg"
+    from al.review.imports import original_name
+
+    assert original_name("000123_jpg.rf.3f2a9cde01.jpg") == "000123.jpg"
+    assert original_name("my_img_2_png.rf.abc123.jpg") == "my_img_2.png"
+    assert original_name("plain.jpg") == "plain.jpg"
 
 
 def _scan(root: Path, needle: bytes, since: float) -> list[str]:

@@ -12,7 +12,6 @@ from al.selection.sampling import (
     combined_select,
     image_uncertainty,
     inverse_frequency,
-    k_center_greedy,
     rare_class_score,
     relative_class_probs,
     top_uncertain,
@@ -78,19 +77,6 @@ def test_relative_class_probs_rank_images_within_the_pool():
     # a weak model's best 'class 0' guess (p 0.2) now counts fully; with counts [0, 9, 9] class 0 is the rare one
     assert rare_class_score(rel[2], [0, 9, 9]) == (pytest.approx(1.0), 0)
     assert relative_class_probs(np.zeros((0, 3))).shape == (0, 3)
-
-
-def test_k_center_greedy_on_hand_points():
-    pts = [unit(0), unit(10), unit(90), unit(80), unit(45)]
-    d45 = 1 - math.cos(math.radians(45))
-    picks = k_center_greedy(pts, 3)
-    assert [i for i, _ in picks] == [0, 2, 4]
-    assert picks[0][1] == math.inf and picks[1][1] == pytest.approx(1.0) and picks[2][1] == pytest.approx(d45)
-    # with 0 degrees already labelled, the farthest point (90) comes first, then 45
-    picks = k_center_greedy(pts, 2, labelled=[unit(0)])
-    assert [i for i, _ in picks] == [2, 4]
-    # scale does not matter (cosine), and k larger than the set returns every point once
-    assert sorted(i for i, _ in k_center_greedy(np.array(pts) * 7, 10)) == [0, 1, 2, 3, 4]
 
 
 def test_combined_select_spreads_the_batch():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from al.frontends.tui.widgets import (
     StepProgress,
     StepTimeline,
 )
-from tests.conftest import step_context
+from tests.conftest import make_config, step_context
 
 SIZE = (120, 40)
 NAMES = ["zero", "one", "two"]
@@ -300,16 +302,57 @@ async def test_run_failed_opens_error_modal_and_run_stays_resumable(tmp_path):
 
 @pilot
 async def test_runner_crash_is_shown_not_swallowed(tmp_path):
+    from al.frontends.logfile import LogFile
+
     ctx = make_ctx(tmp_path)
+    log = ctx.env.paths.events_log
 
     def runner(c):
         raise RuntimeError("boom in the core")
 
-    app = LoopApp(ctx, start_event(ctx), runner=runner)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
-        assert "RuntimeError: boom in the core" in str(app.screen.query_one("#error-message").render())
-        assert app.code == 1
+    logfile = LogFile(log)
+    try:
+        app = LoopApp(ctx, start_event(ctx), runner=runner, sinks=[logfile])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+            shown = str(app.screen.query_one("#error-message").render())
+            assert "RuntimeError: boom in the core" in shown and f"Full traceback in the log pane and {log}" in shown
+            assert app.code == 1
+    finally:
+        logfile.close()
+    text = log.read_text()  # what the dialog promises
+    assert "ERROR The loop stopped on an unexpected error" in text and "Traceback (most recent call last)" in text
+    assert "RuntimeError: boom in the core" in text
+
+
+@pilot
+async def test_step_crash_traceback_reaches_the_log_file(tmp_path):
+    """A bug in a step: the machine logs it with its traceback on the 'al' logger; in a TUI run with the CLI's
+    LogFile as a sink that lands in al_loop.log, which the error dialog names."""
+    from al.core import machine
+    from al.frontends.logfile import LogFile
+
+    ctx = make_ctx(tmp_path)
+    log = ctx.env.paths.events_log
+
+    def boom(c):
+        raise RuntimeError("boom in a step")
+
+    logfile = LogFile(log)
+    try:
+        app = LoopApp(ctx, start_event(ctx), runner=lambda c: machine.run(c, {s: boom for s in STEPS}),
+                      sinks=[logfile])
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+            shown = str(app.screen.query_one("#error-message").render())
+            await wait_for(pilot, lambda: app.code == 1, what="the runner to end")
+    finally:
+        logfile.close()
+    assert f"RuntimeError: boom in a step (full traceback in {log})" in shown
+    text = log.read_text()
+    assert "ERROR step retrain failed" in text and "Traceback (most recent call last)" in text
+    assert "in boom" in text and "RuntimeError: boom in a step" in text
+    assert "[ERROR] Iteration 0, step 'retrain': RuntimeError: boom in a step" in text
 
 
 # ---- review with the real review step (al.core.machine.run; no training involved) ------------------------------------
@@ -384,8 +427,10 @@ async def test_review_enter_continues_with_changed_dataset(tmp_path, monkeypatch
         screen = app.screen
         assert screen.query_one("#picks").row_count == 2
         assert "v0_fn0_zero.jpg" in str(screen.query_one("#pick-detail").render())
-        await wait_for(pilot, lambda: screen.diff is not None, what="the dataset check")
-        assert screen.diff.new_images == 2 and screen.diff.new_boxes == 6 and screen.diff.changed
+        await wait_for(pilot, lambda: screen.preview is not None, what="the import preview")
+        pv = screen.preview
+        assert (pv.added_images, pv.added_boxes, pv.removed_from_val, pv.duplicates_dropped) == (2, 6, 2, 4)
+        assert pv.changed and "+2 images, +6 boxes" in str(screen.query_one("#preview").render())
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.return_value is not None, what="exit")
     assert app.return_value == 130  # stopped by the test right after review
@@ -426,7 +471,7 @@ async def test_review_unchanged_dataset_asks_before_continuing(tmp_path):
         assert "adds no new images" in str(app.screen.query_one("#dialog-body").render())
         await pilot.press("n")  # back to the review screen; the runner still waits
         assert isinstance(app.screen, ReviewScreen) and app.running
-        assert "+0 images" in str(app.screen.query_one("#diff").render())
+        assert "+0 images" in str(app.screen.query_one("#preview").render())
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation again")
         await pilot.press("y")
@@ -471,7 +516,8 @@ async def test_progress_flood_is_coalesced(tmp_path, flood):
 async def test_review_arriving_during_quit_question_waits_for_the_answer(tmp_path):
     ctx = make_ctx(tmp_path)
     gate, answers = threading.Event(), []
-    info = {"iteration": 0, "hard_examples": 0, "picks": [], "combined_dir": None}
+    info = {"iteration": 0, "hard_examples": 0, "picks": [], "combined_dir": None, "fn_crops": "fn_crops",
+            "steps": []}
 
     def runner(c):
         c.ui.emit(Message("[TEST] events sent"))
@@ -493,3 +539,73 @@ async def test_review_arriving_during_quit_question_waits_for_the_answer(tmp_pat
         await wait_for(pilot, lambda: answers == [False], what="the answer")
         await wait_for(pilot, lambda: app.return_value is not None, what="exit")
     assert app.return_value == 0
+
+
+# ---- al_loop.log in a TUI run: the CLI hands its LogFile to the TUI as a sink ------------------------------------
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (.*)$")
+
+
+def _logged(path: Path) -> list[str]:
+    """al_loop.log's messages, without their time and level."""
+    return [m.group(1) for m in map(_LOG_LINE.match, path.read_text(encoding="utf-8").splitlines()) if m]
+
+
+@pilot
+async def test_log_file_holds_the_lines_the_tui_showed(tmp_path, tiny_data, monkeypatch):
+    """A real dry run as al/cli.py starts it in a terminal (open_run through Tee(early, logfile), then the TUI with
+    sinks=[logfile]): q at the review leaves it awaiting review; after the export, --resume imports and the run
+    completes. Every line the log pane showed is in al_loop.log, in the same order."""
+    from al.app.api import open_run
+    from al.app.api import run_loop as run
+    from al.cli import Buffer
+    from al.core.context import Tee
+    from al.frontends.logfile import LogFile
+
+    shown: list[str] = []
+    orig = LogPane.add
+    monkeypatch.setattr(LogPane, "add", lambda self, text, level="info": (shown.extend(text.splitlines()),
+                                                                           orig(self, text, level)))
+    cfg = load_config(make_config(tmp_path, tiny_data, active_learning__review_source="manual"))
+    paths = RunPaths(cfg.run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+
+    async def session(resume: bool) -> int:
+        logfile = LogFile(paths.events_log)
+        try:
+            early = Buffer()
+            ctx = open_run(cfg, resume=resume, dry_run=True, ui=Tee(early, logfile))
+            start = RunStarted("ACTIVE LEARNING LOOP - test", str(paths.root), ctx.state.iteration,
+                               ctx.state.current_step, True, False)
+            app = LoopApp(ctx, start, runner=run, sinks=[logfile], early=early.events)
+            async with app.run_test(size=SIZE) as pilot:
+                if not resume:
+                    await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), timeout=120,
+                                   what="the review screen")
+                    await pilot.press("q")
+                else:
+                    await wait_for(pilot, lambda: app.code is not None, timeout=120, what="the run to end")
+                    await pilot.press("q")
+                await wait_for(pilot, lambda: app.return_value is not None, timeout=60, what="exit")
+            return app.return_value
+        finally:
+            logfile.close()
+
+    assert await session(resume=False) == 0
+    assert store.read_json(paths.state)["step"] == "awaiting_review"
+    combined = cfg.dataset.combined_dir  # the human's export: the pool with its labels
+    shutil.copytree(tiny_data.parent / "pool" / "images", combined / "images" / "train")
+    shutil.copytree(tiny_data.parent / "pool" / "labels_hidden", combined / "labels" / "train")
+    (combined / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train",
+                                                        "names": ["zero", "one", "two", "three", "four"]}))
+    assert await session(resume=True) == 0
+    assert store.read_json(paths.state)["step"] == "done"
+
+    logged = _logged(paths.events_log)
+    for line in ("[STEP 1/7] Validating model...", "[STEP 5/7] Manual review required...", "MANUAL REVIEW REQUIRED",
+                 "[PAUSED] Iteration 0 is awaiting review; the state is saved.", "[REVIEW] 16 images added",
+                 "ACTIVE LEARNING COMPLETE", "[INIT] Run directory: " + str(paths.root)):
+        assert any(m.startswith(line) for m in logged), line
+        assert any(t.startswith(line) for t in shown), line
+    it = iter(logged)
+    missing = [t for t in shown if not any(m == t for m in it)]  # in order: each shown line further down the file
+    assert not missing, missing[:3]

@@ -1,15 +1,11 @@
-"""The TUI's plain-data parts: timeline states, ETA, metric rows from the CSV, and the review-export check."""
+"""The TUI's plain-data parts: timeline states, ETA, metric rows from the CSV, and the import preview's text."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-import yaml
-
-from al.app.api import STEPS
-from al.core import store
-from al.data import dataset
-from al.frontends.tui import dataset_diff
+from al.app.api import STEPS, ImportPreview
 from al.frontends.tui.model import Eta, MetricRow, Timeline, fmt_secs, history_on_open
 
 
@@ -63,82 +59,26 @@ def test_metric_rows_from_csv_strings_and_stale_rows():
     assert r.f1 == 0.5 and r.precision is None and r.tp == 3 and r.per_class_f1 == {"a": 0.5} and not r.converged
 
 
-def _img(path, content: bytes, boxes: int) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    lbl = dataset.label_path(path)
-    lbl.parent.mkdir(parents=True, exist_ok=True)
-    lbl.write_text("0 0.5 0.5 0.1 0.1\n" * boxes)
-    return str(path.resolve())
+def test_import_preview_headline_summary_and_when_it_counts_as_a_change():
+    pv = ImportPreview(picks=2, returned_labelled=2, added_images=2, added_boxes=6, removed_from_val=2,
+                       duplicates_dropped=4, source="YOLO dataset /c/data.yaml", dataset_version="v0", train_images=4)
+    assert pv.changed and not pv.unreviewed
+    assert pv.headline() == ("+2 images, +6 boxes from YOLO dataset /c/data.yaml (2 moved out of validation, "
+                             "4 duplicates dropped)")
+    text = pv.summary()
+    assert "2/2 picks came back labelled" in text and "New for training: +2 images, +6 boxes" in text
+    assert "Training set now (dataset version v0): 4 images" in text and "test split" not in text
 
+    same = replace(pv, added_images=0, added_boxes=0, removed_from_val=0, duplicates_dropped=6)
+    assert not same.changed and same.headline().startswith("+0 images, +0 boxes")
+    relabel = replace(same, relabelled=1)
+    assert relabel.changed  # a human relabel of a pseudo-labelled image is a change too
+    unreviewed = replace(pv, unedited_pre_annotations=2)
+    assert unreviewed.unreviewed and not unreviewed.changed and "(unreviewed?)" in unreviewed.summary()
+    assert replace(pv, unedited_pre_annotations=1).changed
 
-def test_dataset_diff_counts_what_the_import_would_add(tmp_path):
-    names = ["a"]
-    train = [_img(tmp_path / "d/images/train" / f"t{i}.jpg", b"t%d" % i, 1) for i in range(3)]
-    val = [_img(tmp_path / "d/images/val" / f"v{i}.jpg", b"v%d" % i, 2) for i in range(2)]
-    test = [_img(tmp_path / "d/images/test/x.jpg", b"x", 1)]
-    dataset.write_snapshot(tmp_path / "v000", names, {"train": train, "val": val, "test": test},
-                           {"version": 0, "names": names})
-    ver = store.read_json(tmp_path / "v000" / "version.json")
-    comb = tmp_path / "combined"
-    picks = [{"image": v} for v in val]
-
-    diff = dataset_diff.compute(comb, tmp_path / "v000", picks)
-    assert not diff.changed and "No export yet" in diff.error
-    assert dataset_diff.compute(None, tmp_path / "v000", picks).error.startswith("dataset.combined_dir is not set")
-
-    # the training set again, one picked image (relabelled: 3 boxes) and a copy of a test image
-    for i in range(3):
-        _img(comb / "images/train" / f"t{i}.jpg", b"t%d" % i, 1)
-    _img(comb / "images/train/v0.jpg", b"v0", 3)
-    _img(comb / "images/train/copy_of_test.jpg", b"x", 1)
-    (comb / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train",
-                                                    "names": names}))
-    diff = dataset_diff.compute(comb, tmp_path / "v000", picks)
-    assert diff.changed and diff.error is None
-    assert (diff.new_images, diff.new_boxes, diff.test_duplicates) == (1, 3, 1)
-    assert (diff.train_images, diff.train_boxes, diff.combined_images, diff.combined_boxes) == (3, 3, 5, 7)
-    assert (diff.picks_returned, diff.picks, diff.version) == (1, 2, ver["id"])
-    assert "+1 images, +3 boxes" in diff.summary()
-
-    (comb / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/train",
-                                                    "names": ["b"]}))
-    assert "class names" in dataset_diff.compute(comb, tmp_path / "v000", picks).error
-
-
-def test_preview_of_returned_labels_flags_unedited_pre_annotations(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    from al.review import package as pkg_mod
-
-    names = ["a", "b"]
-    imgs = []
-    for i in range(2):
-        p = tmp_path / "d/images/val" / f"v{i}.jpg"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(p)
-        imgs.append(str(p))
-    train = [_img(tmp_path / "d/images/train/t.jpg", b"t", 2)]
-    dataset.write_snapshot(tmp_path / "v000", names, {"train": train, "val": imgs, "test": []},
-                           {"version": 0, "names": names})
-    records = {p: {"width": 20, "height": 20, "pred": [[1, 0.9, 2.0, 2.0, 10.0, 10.0]]} for p in imgs}
-    picks = [{"image": p} for p in imgs]
-    pkg = pkg_mod.build(tmp_path / "pkg", None, picks, records, names, iteration=0, conf=0.5, thumbnails=False)
-    ret = tmp_path / "pkg" / "returned"
-    info = {"backend": "local", "picks": picks, "package_dir": pkg["dir"], "returned_dir": str(ret),
-            "import_from": str(ret), "combined_dir": None}
-
-    diff = dataset_diff.preview(info, tmp_path / "v000")  # nothing returned yet, no combined_dir either
-    assert diff.kind == "missing" and diff.error.startswith("No reviewed labels yet") and not diff.changed
-
-    pre = (tmp_path / "pkg" / "labels" / "v0.txt").read_text()
-    (ret / "v0.txt").write_text(pre)  # returned exactly as pre-annotated
-    diff = dataset_diff.preview(info, tmp_path / "v000")
-    assert diff.kind == "returned" and (diff.picks_returned, diff.unedited) == (1, 1) and not diff.changed
-    (ret / "v1.txt").write_text("0 0.5 0.5 0.3 0.3\n0 0.2 0.2 0.1 0.1\n")  # a reviewed one
-    diff = dataset_diff.preview(info, tmp_path / "v000")
-    assert (diff.picks_returned, diff.unedited, diff.new_boxes) == (2, 1, 3) and diff.changed
-    assert "2/2 picks came back" in diff.summary()
-
-    assert dataset_diff.preview({**info, "backend": "roboflow"}, tmp_path / "v000").unknown
+    err = ImportPreview(error="Dataset not found: no export at /c/data.yaml. Put the labels there.")
+    assert not err.changed and err.headline() == "with nothing to import (Dataset not found: no export at /c/data.yaml)"
+    assert err.summary().startswith("Dataset not found") and "fails the review step" in err.summary()
+    rf = ImportPreview(picks=3, unknown=True, source="Roboflow")
+    assert rf.unknown and not rf.changed and "downloaded" in rf.summary()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+from al.app.api import ImportPreview
 from al.core.events import IterationStarted, ReviewRequired, RunFailed, StepStarted
+from al.frontends.tui import app as tui_app
 from al.frontends.tui.app import LoopApp
 from al.frontends.tui.modals import ErrorScreen
 from al.frontends.tui.review import ReviewScreen
@@ -58,8 +60,13 @@ def test_dashboard_snapshot(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
-def test_review_screen_snapshot(snap_compare, tmp_path):
+def test_review_screen_snapshot(snap_compare, tmp_path, monkeypatch):
     ctx = make_ctx(tmp_path)
+    # fixed paths on screen: the preview of this made-up run, as al.app.api.preview_import reports one
+    preview = ImportPreview(picks=3, returned_labelled=2, negatives=1, added_images=2, added_boxes=3,
+                            removed_from_val=2, source=f"YOLO labels in {RUN}/iterations/iteration_1/review_package/"
+                            f"returned", dataset_version="3f2a9c1d0b7e", train_images=200)
+    monkeypatch.setattr(tui_app, "preview_import", lambda c: preview)
 
     def runner(c):
         info = review_info()
@@ -71,7 +78,7 @@ def test_review_screen_snapshot(snap_compare, tmp_path):
     app = LoopApp(ctx, start_event(ctx, RUN), runner=runner, clock=lambda: 100.0)
 
     async def ready(pilot):
-        await _until(lambda: isinstance(app.screen, ReviewScreen) and app.screen.diff is not None)
+        await _until(lambda: isinstance(app.screen, ReviewScreen) and app.screen.preview is not None)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -107,10 +107,10 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
 
         # 2. --resume: on to the review screen; export, Enter continues; at the next review q leaves it waiting
         term.start(loop + ["--resume"])
-        term.wait_text("MANUAL REVIEW REQUIRED · iteration 0", "No reviewed labels yet")
+        term.wait_text("MANUAL REVIEW REQUIRED", "Iteration: 0", "Dataset not found")
         _export(tiny_data.parent, tmp_path / "combined", paths.hard_examples(0))
         term.keys("Enter")
-        term.wait_text("MANUAL REVIEW REQUIRED · iteration 1", timeout=60)
+        term.wait_text("MANUAL REVIEW REQUIRED", "Iteration: 1", timeout=60)
         assert store.read_json(paths.review(0))["added_images"] == 4
         term.keys("q")
         assert term.wait_exit() == 0
@@ -126,5 +126,11 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
         assert term.wait_exit() == 0
         assert store.read_json(paths.state)["step"] == "done"
         assert [r["iteration"] for r in store.read_csv(paths.convergence_csv)] == ["0", "1", "2"]
+        # al_loop.log holds the three TUI sessions' lines (the CLI attaches it whatever the frontend)
+        log = paths.events_log.read_text(encoding="utf-8")
+        for line in ("[INIT] Run directory:", "[BASELINE]", "[STEP 1/7] Validating model...", "[INTERRUPTED] Stopped",
+                     "MANUAL REVIEW REQUIRED", "[REVIEW] Continuing: +4 images", "[PAUSED] Iteration 1 is awaiting",
+                     "ACTIVE LEARNING COMPLETE"):
+            assert line in log, line
     finally:
         term.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,15 @@ class ConfigError(UserError):
     """The config file is missing, malformed or holds a bad value (message is one line per problem)."""
 
 
+class KeyProblem(ValueError):
+    """Raised by a model-level validator about particular keys of its section (dotted, relative to the section):
+    load_config names the first of them the file sets, with its line, instead of the whole section."""
+
+    def __init__(self, message: str, *keys: str):
+        super().__init__(message)
+        self.keys = keys
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
@@ -40,6 +50,13 @@ class DatasetConfig(_Strict):
     """Where hard examples are mined: the validation split (seed 004) or the unlabelled pool. Never the test split."""
     combined_dir: Path | None = None
     """Folder where a human puts the reviewed YOLO export (seed 004's datasets/dataset_combined/)."""
+    on_bad_data: Literal["refuse", "skip"] = "refuse"
+    """What the dataset check does with an image or label file that training would drop as corrupt (a class id
+    outside names, a negative or non-numeric value, NaN, a line without 5 fields, coordinates outside 0..1 or in
+    pixels, an image Pillow cannot decode). The check runs at every start (--dry-run too) and on every merge of
+    reviewed labels. refuse: stop before anything trains and list `file:line: what is wrong -> how to fix`.
+    skip: leave those images out of training and validation alike, with a console warning and a count in the
+    iteration report. Returned review label files with a bad line are always refused (fix them and --resume)."""
 
 
 class ModelConfig(_Strict):
@@ -114,9 +131,11 @@ class SamplingConfig(_Strict):
     @model_validator(mode="after")
     def _not_all_zero(self):
         if sum(self.weights().values()) <= 0:
-            raise ValueError("all four weights are 0; set at least one above 0")
+            raise KeyProblem("all four fn_weighted weights are 0; set at least one above 0", *self.weights())
         if self.strategy == "combined" and sum(self.combined_weights().values()) <= 0:
-            raise ValueError("strategy 'combined' with all three combined_* weights 0; set at least one above 0")
+            raise KeyProblem("strategy 'combined' with all three combined_* weights 0; set at least one above 0",
+                             "combined_uncertainty_weight", "combined_diversity_weight",
+                             "combined_class_balance_weight", "strategy")
         return self
 
     def weights(self) -> dict[str, float]:
@@ -161,12 +180,14 @@ class TrainingConfig(_Strict):
     @model_validator(mode="after")
     def _imgsz_stride(self):
         if self.imgsz % 32:
-            raise ValueError(f"imgsz {self.imgsz} is not a multiple of 32; use e.g. {max(32, self.imgsz // 32 * 32)}")
+            raise KeyProblem(f"imgsz {self.imgsz} is not a multiple of 32; use e.g. {max(32, self.imgsz // 32 * 32)}",
+                             "imgsz")
         reserved = {"data", "epochs", "lr0", "imgsz", "batch", "project", "name", "exist_ok", "device", "resume",
                     "patience", "optimizer", "workers", "seed", "model"}
         clash = sorted(reserved & set(self.extra))
         if clash:
-            raise ValueError(f"training.extra sets {clash}, which the loop controls; use the training.* keys instead")
+            raise KeyProblem(f"training.extra sets {clash}, which the loop controls; use the training.* keys instead",
+                             *(f"extra.{k}" for k in clash))
         return self
 
 
@@ -198,6 +219,13 @@ class AnalysisConfig(_Strict):
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _check_mapping(mapping: dict[str, str | None]) -> None:
+    bad = [k for k, v in mapping.items() if not k or v == ""]
+    if bad:
+        raise KeyProblem(f"class_mapping has empty names at {bad}; map an export class to a project class "
+                         f"name, or to null to drop it", *(f"class_mapping.{k}" for k in bad if k), "class_mapping")
+
+
 class LocalReviewConfig(_Strict):
     import_from: Path | None = None
     """Where the reviewed labels come back from: a folder or zip of YOLO labels, a COCO JSON, or a YOLO dataset
@@ -210,6 +238,24 @@ class LocalReviewConfig(_Strict):
     """Longest side of each thumbnail in pixels."""
     guidelines: Path | None = None
     """Optional text file of project-specific annotation guidelines, appended to the package's GUIDELINES.md."""
+    class_mapping: dict[str, str | None] = Field(default_factory=dict)
+    """Class name in the returned labels (their data.yaml or classes.txt, COCO category names, the data.yaml of
+    dataset.combined_dir) -> project class name; null drops that class. Names listed here and names equal to a
+    project class are remapped by name. Unset: the names must equal the project's, in order, or the import is
+    refused."""
+    max_zip_bytes: int = Field(2 << 30, ge=1 << 20)
+    """A returned zip whose members add up to more than this many bytes uncompressed is refused before anything is
+    extracted (default 2 GiB)."""
+    max_zip_members: int = Field(100_000, ge=1)
+    """A returned zip with more members than this is refused before anything is extracted."""
+    max_zip_ratio: float = Field(200.0, ge=1)
+    """A returned zip member over 1 MiB that expands more than this many times its compressed size is refused as a
+    zip bomb (label files and images compress far less)."""
+
+    @model_validator(mode="after")
+    def _checks(self):
+        _check_mapping(self.class_mapping)
+        return self
 
 
 class RoboflowReviewConfig(_Strict):
@@ -264,21 +310,18 @@ class RoboflowReviewConfig(_Strict):
     @model_validator(mode="after")
     def _checks(self):
         if not _ENV_NAME.match(self.api_key_env):
-            raise ValueError(f"api_key_env {self.api_key_env!r} is not an environment variable name; use e.g. "
-                             f"ROBOFLOW_API_KEY (the variable's name, never the key itself)")
+            raise KeyProblem(f"api_key_env {self.api_key_env!r} is not an environment variable name; use e.g. "
+                             f"ROBOFLOW_API_KEY (the variable's name, never the key itself)", "api_key_env")
         if self.api_url is not None and not self.api_url.startswith(("http://", "https://")):
-            raise ValueError(f"api_url {self.api_url!r} must start with http:// or https://")
+            raise KeyProblem(f"api_url {self.api_url!r} must start with http:// or https://", "api_url")
         for name in ("workspace", "project"):
             val = getattr(self, name)
             if val is not None and (not val or "/" in val or val != val.strip()):
-                raise ValueError(f"{name} {val!r} must be the bare slug from the project URL, e.g. "
-                                 f"app.roboflow.com/<workspace>/<project>")
-        bad = [k for k, v in self.class_mapping.items() if not k or v == ""]
-        if bad:
-            raise ValueError(f"class_mapping has empty names at {bad}; map an export class to a project class "
-                             f"name, or to null to drop it")
+                raise KeyProblem(f"{name} {val!r} must be the bare slug from the project URL, e.g. "
+                                 f"app.roboflow.com/<workspace>/<project>", name)
+        _check_mapping(self.class_mapping)
         if isinstance(self.version, int) and self.version < 1:
-            raise ValueError(f"version {self.version} must be 1 or more, or newest")
+            raise KeyProblem(f"version {self.version} must be 1 or more, or newest", "version")
         return self
 
 
@@ -297,8 +340,9 @@ class ReviewConfig(_Strict):
     @model_validator(mode="after")
     def _backend_needs(self):
         if self.backend == "roboflow" and not self.roboflow.project:
-            raise ValueError("backend 'roboflow' needs review.roboflow.project (the project slug from its URL, "
-                             "app.roboflow.com/<workspace>/<project>); or use backend: local")
+            raise KeyProblem("backend 'roboflow' needs review.roboflow.project (the project slug from its URL, "
+                             "app.roboflow.com/<workspace>/<project>); or use backend: local", "roboflow.project",
+                             "backend")
         return self
 
 
@@ -332,23 +376,174 @@ class Config(_Strict):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _line_of(text: str, loc: tuple) -> int | None:
-    """Line (1-based) of the YAML key at `loc`, or of its nearest existing parent."""
+def _line_of(text: str, loc: tuple, *, exact: bool = False) -> int | None:
+    """Line (1-based) of the YAML key at `loc`, or of its nearest existing parent (None with exact=True)."""
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return None
     line = None
     for part in loc:
         if not isinstance(node, yaml.MappingNode):
-            break
+            return None if exact else line
         for k, v in node.value:
             if k.value == str(part):
                 line, node = k.start_mark.line + 1, v
                 break
         else:
-            break
+            return None if exact else line
     return line
+
+
+MAX_YAML_VALUES = 100_000
+"""A YAML document whose aliases (*name) expand to more values than this is refused: a config holds hundreds, and
+an alias bomb ("billion laughs") would otherwise hang validation and error reporting while it expands."""
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def parse_yaml(text: str, where: Path | str) -> Any:
+    """yaml.safe_load, refusing what it accepts silently: a key given twice in one mapping (the later value would
+    win) and aliases that expand to more than MAX_YAML_VALUES values or refer to themselves. Raises ConfigError
+    naming the file and the line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f"{where}:{mark.line + 1}" if mark else str(where)
+            raise ConfigError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: nested too deeply to be read. Flatten the document.") from None
+        if node is None:
+            return None
+        problems = _alias_problems(node, where) or _duplicate_keys(node, where)
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _alias_problems(root: yaml.Node, where: Path | str) -> list[str]:
+    """The key whose value expands beyond MAX_YAML_VALUES, or an alias inside its own anchor. Linear in the
+    document's size: each node's expanded size is computed once, however many aliases point at it."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def children(n: yaml.Node) -> list[yaml.Node]:
+        if isinstance(n, yaml.MappingNode):
+            return [x for kv in n.value for x in kv]
+        return list(n.value) if isinstance(n, yaml.SequenceNode) else []
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in open_:
+            raise _SelfAlias(n)
+        open_.add(id(n))
+        total = 1 + sum(size(c) for c in children(n))
+        open_.discard(id(n))
+        sizes[id(n)] = total
+        return total
+
+    try:
+        total = size(root)
+    except _SelfAlias as e:
+        return [f"{where}:{e.node.start_mark.line + 1}: a YAML alias refers to the anchor it is inside (a value that "
+                f"contains itself). Write the value out instead."]
+    except RecursionError:
+        return [f"{where}: nested too deeply to be read. Flatten the document."]
+    if total <= MAX_YAML_VALUES:
+        return []
+    node, keys, line = root, [], root.start_mark.line + 1
+    while isinstance(node, yaml.MappingNode):  # walk down to the innermost key that alone is too big
+        k, v = max(node.value, key=lambda kv: sizes[id(kv[1])])
+        if sizes[id(v)] <= MAX_YAML_VALUES:
+            break
+        node, line = v, k.start_mark.line + 1
+        keys.append(str(k.value))
+    what = f"key '{'.'.join(keys)}'" if keys else "the document"
+    return [f"{where}:{line}: {what} expands to {sizes[id(node)]:,} values through YAML aliases (*name), more than "
+            f"the {MAX_YAML_VALUES:,} a config may hold (an alias bomb?). Write the values out, or nest fewer aliases."]
+
+
+class _SelfAlias(Exception):
+    def __init__(self, node: yaml.Node):
+        self.node = node
+
+
+def _duplicate_keys(root: yaml.Node, where: Path | str) -> list[str]:
+    """One line per key given twice in the same mapping, naming both lines."""
+    out: list[tuple[int, str]] = []
+    seen_nodes: set[int] = set()
+    todo: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    while todo:
+        node, path = todo.pop()
+        if id(node) in seen_nodes:  # an alias: its mapping was checked where its anchor is
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo += [(c, path) for c in node.value]
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[tuple[str, str], int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE_TAG:
+                ln = k.start_mark.line + 1
+                if (k.tag, k.value) in first:
+                    key = ".".join((*path, str(k.value)))
+                    out.append((ln, f"{where}:{ln}: key '{key}' is given twice (lines {first[(k.tag, k.value)]} "
+                                    f"and {ln}); YAML would silently keep only the last value. Remove one of them."))
+                else:
+                    first[(k.tag, k.value)] = ln
+            todo.append((v, (*path, str(getattr(k, "value", "?")))))
+    return [msg for _, msg in sorted(out)]
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlevel = 3
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for error messages (a value may be a large nested structure)."""
+    return _REPR.repr(value)
+
+
+_MISSING = object()
+
+
+def _value_at(raw: Any, loc: tuple) -> Any:
+    for part in loc:
+        if not isinstance(raw, dict) or part not in raw:
+            return _MISSING
+        raw = raw[part]
+    return raw
+
+
+def _error_line(path: Path, text: str, raw: dict, err: Any) -> str:
+    """One pydantic error as `file:line: key 'a.b' = value: what is accepted`."""
+    loc = tuple(err["loc"])
+    exc = (err.get("ctx") or {}).get("error")
+    if isinstance(exc, KeyProblem):
+        # a model-level validator named the keys it is about: point at the first one the file sets
+        cands = [loc + tuple(k.split(".")) for k in exc.keys] or [loc]
+        loc = next((c for c in cands if _line_of(text, c, exact=True)), cands[0])
+    key = ".".join(str(x) for x in loc) or "(top level)"
+    ln = _line_of(text, loc)
+    where = f"{path}:{ln}" if ln else str(path)
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{key}' (a typo?). Remove it or use one of the documented keys"
+    if err["type"] == "missing":
+        return f"{where}: key '{key}' is required"
+    msg = str(exc) if isinstance(exc, ValueError) else err["msg"]
+    val = _value_at(raw, loc) if isinstance(exc, KeyProblem) else err.get("input", _MISSING)
+    if val is _MISSING or isinstance(val, dict):  # never dump a whole section: the message names what is wrong
+        return f"{where}: key '{key}': {msg}"
+    return f"{where}: key '{key}' = {_short(val)}: {msg}"
 
 
 def _resolve(base: Path, p: Path | None) -> Path | None:
@@ -365,33 +560,14 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
         raise ConfigError(f"{path}: config file not found. Pass an existing file with --config, e.g. "
                           f"--config config/al_config.yaml")
     text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
+    raw = parse_yaml(text, path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (dataset:, training:, ...), got "
                           f"{type(raw).__name__}.")
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = tuple(x for x in err["loc"] if not isinstance(x, int) or True)
-            key = ".".join(str(x) for x in loc) or "(top level)"
-            ln = _line_of(text, loc)
-            where = f"{path}:{ln}" if ln else str(path)
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{key}' (a typo?). Remove it or use one of the documented keys"
-            elif err["type"] == "missing":
-                msg = f"key '{key}' is required"
-            else:
-                val = err.get("input")
-                msg = f"key '{key}' = {val!r}: {err['msg']}"
-            lines.append(f"{where}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(_error_line(path, text, raw, err) for err in e.errors())) from None
 
     base = path.resolve().parent
     ds = cfg.dataset

@@ -4,9 +4,10 @@ frontend it reports to. Steps import only this; the composition (which frontend,
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from al.core.config import Config
 from al.core.events import Event, Message
@@ -32,8 +33,15 @@ class RunEnv:
     def yolo_config_dir(self) -> Path:
         return self.cfg.run_dir / ".yolo_config"
 
+    def command(self, *flags: str | int) -> str:
+        """The command line that runs this config with `flags` (what an error message tells the user to run).
+        A restart (--start-iteration) takes --dry-run and --auto from its command line, so they are repeated."""
+        mode = [f for f, on in (("--dry-run", self.opts.dry_run), ("--auto", self.opts.auto))
+                if on and "--start-iteration" in flags]
+        return " ".join(["python al_loop.py --config", str(self.cfg.source_path), *map(str, flags), *mode])
+
     def resume_command(self) -> str:
-        return f"python al_loop.py --config {self.cfg.source_path} --resume"
+        return self.command("--resume")
 
 
 class Frontend(Protocol):

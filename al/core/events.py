@@ -100,3 +100,6 @@ class RunFailed(Event):
     step: str
     message: str
     resume_command: str
+    saved: bool = True
+    """False when even the failed state could not be written (a full disk): run_state.json keeps the last state
+    that was saved, which --resume continues from just as well."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from transitions import Machine
 
+from al.core import store
 from al.core.context import StepContext
 from al.core.errors import Interrupted, UserError
 from al.core.events import (
@@ -127,7 +128,8 @@ def run(ctx: StepContext, steps: Mapping[str, StepFn],
     flow = Flow(ctx)
     st.error = None
     if flow.step in ("awaiting_review", "interrupted", "failed"):
-        flow.trigger("resume")
+        if err := _fire(flow, "resume"):
+            return _failed(ctx, flow, err)
     last_iter = None
     while flow.step not in STOPS:
         step = flow.step
@@ -145,7 +147,10 @@ def run(ctx: StepContext, steps: Mapping[str, StepFn],
         except KeyboardInterrupt:
             return _interrupted(ctx, flow)
         except UserError as e:
-            return _failed(ctx, flow, str(e))
+            return _failed(ctx, flow, e)
+        except OSError as e:  # a write outside the store (a plot, a crop, a copied image): one line, no traceback
+            log.debug("step %s: I/O error", step, exc_info=True)
+            return _failed(ctx, flow, e)
         except Exception as e:  # a bug or a library failure: keep the run resumable and say where to look
             log.exception("step %s failed", step)
             return _failed(ctx, flow, f"{type(e).__name__}: {e} (full traceback in {ctx.env.paths.events_log})")
@@ -154,11 +159,13 @@ def run(ctx: StepContext, steps: Mapping[str, StepFn],
         st.timings.setdefault(key, {})[("baseline_train" if step == "retrain" and st.baseline else step)] = \
             round(secs, 3)
         if trigger == "pause":
-            flow.trigger("pause")
+            if err := _fire(flow, "pause"):
+                return _failed(ctx, flow, err)
             ui.emit(RunPaused(st.iteration, step, ctx.env.resume_command(), "awaiting review"))
             return 0
         ui.emit(StepFinished(st.iteration, step, secs))
-        flow.trigger(trigger)
+        if err := _fire(flow, trigger):  # the step's work is on disk; only its state could not be saved
+            return _failed(ctx, flow, err)
     if flow.step == "done":
         ui.emit(RunFinished(st.reason, final_f1(ctx), st.iteration + 1))
     return 0
@@ -172,16 +179,40 @@ def interrupt(ctx: StepContext) -> int:
     return 130
 
 
+def _fire(flow: Flow, trigger: str) -> UserError | None:
+    """Fire `trigger`. When its new state cannot be saved (a full disk, a read-only folder), the error, and
+    run_state.json still holds the previous state, which --resume continues from (steps are idempotent)."""
+    try:
+        flow.trigger(trigger)
+    except UserError as e:
+        return e
+    return None
+
+
 def _interrupted(ctx: StepContext, flow: Flow) -> int:
     step = flow.step
-    flow.trigger("interrupt")
+    if err := _fire(flow, "interrupt"):
+        ctx.ui.emit(RunFailed(ctx.state.iteration, step, f"stopped, but the state could not be saved: {err}",
+                              ctx.env.resume_command(), saved=False))
+        return 1
     ctx.ui.emit(RunPaused(ctx.state.iteration, step, ctx.env.resume_command(), "interrupted"))
     return 130
 
 
-def _failed(ctx: StepContext, flow: Flow, msg: str) -> int:
+def _failed(ctx: StepContext, flow: Flow, error: BaseException | str) -> int:
+    """Record the failure as the machine's 'failed' state, remembering the step. The failure of that save too
+    is reported (saved=False), never raised: the previous state file stays valid."""
     step = flow.step
+    msg = _one_line(ctx, error)
     ctx.state.error = msg
-    flow.trigger("fail")
-    ctx.ui.emit(RunFailed(ctx.state.iteration, step, msg, ctx.env.resume_command()))
+    if getattr(error, "errno", None) in store.DISK_FULL:
+        store.release(ctx.env.paths.reserve)  # the ballast's room lets the failed state be written
+    saved = flow.step in STEPS and _fire(flow, "fail") is None
+    ctx.ui.emit(RunFailed(ctx.state.iteration, step, msg, ctx.env.resume_command(), saved=saved))
     return 1
+
+
+def _one_line(ctx: StepContext, error: BaseException | str) -> str:
+    if isinstance(error, OSError) and not isinstance(error, UserError):
+        return store.io_error_text(error.filename or ctx.env.paths.root, error)
+    return str(error)

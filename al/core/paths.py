@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def good_copy(checkpoint: Path) -> Path:
+    """The loop's own verified copy of a checkpoint Ultralytics rewrites in place: weights/best.pt ->
+    weights/best.good.pt (al.yolo.checkpoints writes and restores it)."""
+    return checkpoint.with_name(f"{checkpoint.stem}.good{checkpoint.suffix}")
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """The run tree under `root` (seed 004's output structure plus the run's own state)."""
@@ -17,9 +23,18 @@ class RunPaths:
     def state(self) -> Path:
         return self.root / "run_state.json"
 
+    def state_backup(self, stamp: str) -> Path:
+        """Where --repair keeps the run_state.json it replaced."""
+        return self.root / f"run_state.json.{stamp}.bak"
+
     @property
     def lock(self) -> Path:
         return self.root / ".al_loop.lock"
+
+    @property
+    def reserve(self) -> Path:
+        """Disk-space ballast: deleted on a full disk so that the failed state can still be saved."""
+        return self.root / ".al_reserve"
 
     @property
     def events_log(self) -> Path:
@@ -48,9 +63,25 @@ class RunPaths:
         return self.dataset_root / "added" / f"iteration_{iteration}" / "labels"
 
     @property
+    def hash_cache(self) -> Path:
+        """Content hashes of files by (path, size, mtime_ns), shared by every step (al.data.hashing)."""
+        return self.root / "cache" / "hashes.json"
+
+    @property
     def pool_score_cache(self) -> Path:
         """Pool scores cached per (model, image content) so --resume does not recompute them."""
         return self.root / "cache" / "pool_scores"
+
+    @property
+    def data_check_cache(self) -> Path:
+        """The dataset check's result per image and label file by (path, size, mtime): a resume re-checks only what
+        changed (al.data.check)."""
+        return self.root / "cache" / "data_check.json"
+
+    @property
+    def data_check_report(self) -> Path:
+        """Every problem the latest dataset check found (its message lists only the first ones)."""
+        return self.root / "dataset_check.json"
 
     # iterations/
     @property
@@ -69,8 +100,19 @@ class RunPaths:
     def last(self, k: int) -> Path:
         return self.weights(k) / "last.pt"
 
+    def best_good(self, k: int) -> Path:
+        return good_copy(self.best(k))
+
+    def last_good(self, k: int) -> Path:
+        return good_copy(self.last(k))
+
     def validation(self, k: int) -> Path:
+        """The validation summary: metrics only (al.core.artifacts.ValidationSummary)."""
         return self.iteration(k) / "validation.json"
+
+    def validation_images(self, k: int) -> Path:
+        """The validation's per-image records: boxes and matches (al.core.artifacts.ValidationRecords)."""
+        return self.iteration(k) / "validation_images.json"
 
     def error_analysis(self, k: int) -> Path:
         return self.iteration(k) / "error_analysis"

@@ -44,16 +44,20 @@ class RunState(BaseModel):
         store.write_json(paths.state, self.model_dump(mode="json"))
 
     @classmethod
-    def load(cls, paths: RunPaths) -> "RunState":
-        data = store.read_json(paths.state, required=("iteration", "step"))
+    def load(cls, paths: RunPaths, *, fix: str | None = None) -> RunState:
+        """The saved state; a StoreError naming the file and `fix` (what rebuilds it) when it is missing, corrupt
+        or invalid."""
+        fix = fix or "Restore the file from a backup, or rebuild it from the run tree with --repair."
+        data = store.read_json(paths.state, required=("iteration", "step"), fix=fix)
         data.pop("schema", None)
-        _upgrade(data)
         try:
+            _upgrade(data)
             return cls.model_validate(data)
-        except ValidationError as e:
-            raise store.StoreError(f"{paths.state}: invalid run state ({e.errors()[0]['msg']} at "
-                                   f"{'.'.join(map(str, e.errors()[0]['loc']))}). Restore the file or start over "
-                                   f"with --start-iteration.") from None
+        except (ValidationError, TypeError, AttributeError) as e:
+            where = ""
+            if isinstance(e, ValidationError):
+                where = f" ({e.errors()[0]['msg']} at {'.'.join(map(str, e.errors()[0]['loc']))})"
+            raise store.StoreError(f"{paths.state}: invalid run state{where}. {fix}") from None
 
 
 def _upgrade(data: dict) -> None:

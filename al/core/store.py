@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,20 +23,106 @@ class StoreError(UserError):
     """A state file is missing, corrupt or of an unknown schema; the message names the file and the fix."""
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, then os.replace: readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class StoreWriteError(StoreError, OSError):
+    """A write under the run directory failed (disk full, read-only, I/O error). Still an OSError, with the
+    original errno, so code that handles OSError keeps working; the message is one line naming the path, the
+    system's reason and what to free or fix."""
+
+    def __str__(self) -> str:  # OSError's own would print "[Errno 28] ...: path" once errno is set
+        return str(self.args[0]) if self.args else ""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def size_text(n: int) -> str:
+    """Bytes for a person: 512 B, 12.3 kB, 45.6 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _mount(path: Path) -> tuple[Path, int | None]:
+    """The mount point holding `path` (or its nearest existing parent) and its free bytes (None if unknown)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
     try:
+        free = shutil.disk_usage(p).free
+    except OSError:
+        free = None
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p, free
+
+
+def io_error_text(path: Path, e: OSError, *, need: int | None = None) -> str:
+    """One line for a failed write: the path, the system's reason and what to free or fix (no command: the
+    caller adds how to continue)."""
+    path = Path(path)
+    reason = e.strerror or str(e)
+    if e.errno in DISK_FULL:
+        mount, free = _mount(path)
+        want = max(need or 0, 1 << 20)  # a few state files at least; checkpoints say their own size
+        have = "unknown" if free is None else size_text(free)
+        return (f"{path}: disk full ({reason}): {have} free on {mount}, at least {size_text(want)} needed. "
+                f"Free at least {size_text(want)} on {mount}.")
+    if e.errno in NOT_WRITABLE:
+        return (f"{path}: cannot write ({reason}). Make {path.parent} writable, or set run_dir to a writable "
+                f"folder.")
+    return f"{path}: I/O error ({reason}, errno {e.errno}). Check the disk and the folder {path.parent}."
+
+
+def write_error(path: Path, e: OSError, *, need: int | None = None, prefix: str = "") -> StoreWriteError:
+    """The StoreWriteError for `e` (raise it `from None`: the one line says all)."""
+    err = StoreWriteError(prefix + io_error_text(path, e, need=need))
+    err.errno, err.strerror, err.filename = e.errno, e.strerror, str(path)
+    return err
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, then os.replace: readers see the old or the new file, never half.
+    An OSError (disk full, read-only folder, I/O error) becomes a StoreWriteError naming the path and the fix."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, StoreWriteError):
+            raise
+        raise write_error(path, e, need=len(data)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def reserve(path: Path, size: int = 256 * 1024) -> None:
+    """Keep `size` bytes of ballast at `path` (random bytes: no filesystem compresses them away). On a full disk
+    the runner deletes it so that the failed state can still be saved; the next start writes it again."""
+    try:
+        if not path.is_file() or path.stat().st_size < size:
+            write_bytes_atomic(path, os.urandom(size))
+    except OSError:
+        pass  # no room for the ballast now: it is a safety margin, not a requirement
+
+
+def release(path: Path) -> None:
+    """Delete the ballast written by reserve() (no error if it is absent or cannot be removed)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -57,25 +145,35 @@ def _default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_json(path: Path, *, schema: int = SCHEMA, required: tuple[str, ...] = ()) -> dict:
-    """Read a state file written by write_json and check its schema and required keys."""
+def read_json(path: Path, *, schema: int | tuple[int, ...] = SCHEMA, required: tuple[str, ...] = (),
+              fix: str | None = None) -> dict:
+    """Read a state file written by write_json and check its schema (one number, or the accepted ones) and
+    required keys. `fix` replaces the generic advice of the error messages (what re-creates this file)."""
     path = Path(path)
+    accepted = (schema,) if isinstance(schema, int) else tuple(schema)
+    redo = fix or "Delete the file and run with --resume to re-create it."
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StoreError(f"{path}: file not found. Re-run the step that writes it (--resume re-runs it).") from None
+        raise StoreError(f"{path}: file not found. {fix or 'Re-run the step that writes it (--resume re-runs it).'}"
+                         ) from None
+    except OSError as e:  # permissions, an I/O error, a folder in the file's place: one line, no traceback
+        raise StoreError(f"{path}: cannot read ({e.strerror or e}). Check the file, its permissions and the disk."
+                         ) from None
     except json.JSONDecodeError as e:
-        raise StoreError(
-            f"{path}: corrupt JSON at line {e.lineno} ({e.msg}). Delete the file and run with --resume to "
-            f"re-create it, or restore it from a backup."
-        ) from None
-    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise StoreError(f"{path}: corrupt JSON at line {e.lineno} ({e.msg}). "
+                         f"{fix or redo[:-1] + ', or restore it from a backup.'}") from None
+    except UnicodeDecodeError:
+        raise StoreError(f"{path}: corrupt file (not UTF-8 text). "
+                         f"{fix or redo[:-1] + ', or restore it from a backup.'}") from None
+    if not isinstance(data, dict) or data.get("schema") not in accepted:
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise StoreError(f"{path}: schema {got!r}, expected {schema}. This file was written by another version "
-                         f"of the tool; delete it and run with --resume to re-create it.")
+        want = " or ".join(str(a) for a in accepted)
+        raise StoreError(f"{path}: schema {got!r}, expected {want}. This file was written by another version "
+                         f"of the tool. {redo}")
     missing = [k for k in required if k not in data]
     if missing:
-        raise StoreError(f"{path}: missing keys {missing}. Delete the file and run with --resume to re-create it.")
+        raise StoreError(f"{path}: missing keys {missing}. {redo}")
     return data
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from al.core import store
+from al.core.config import ConfigError, parse_yaml
 from al.core.errors import UserError
+from al.data import hashing
 
 log = logging.getLogger("al")
 
@@ -67,27 +71,50 @@ def list_images(entry, root: Path, where: Path, key: str) -> list[str]:
                        f"'path:' {root}).")
 
 
-def read_data_yaml(path: Path) -> DataSpec:
-    """Parse an Ultralytics data.yaml. A relative `path:` resolves against the yaml's own folder."""
+def _split_entry(entry, root: Path):
+    """Ultralytics' rule (check_det_dataset): a '../x' split entry that does not exist under the root is read as
+    'x'. Roboflow's exports write `train: ../train/images` in a data.yaml that sits beside train/."""
+    if isinstance(entry, str) and entry.startswith("../") and not Path(entry).is_absolute() \
+            and not (root / entry).exists() and (root / entry[3:]).exists():
+        return entry[3:]
+    return entry
+
+
+def read_data_yaml(path: Path, *, require_splits: bool = True) -> DataSpec:
+    """Parse an Ultralytics data.yaml. A relative `path:` resolves against the yaml's own folder, split entries
+    against `path:` (a '../x' entry that does not exist there is read as 'x', as Ultralytics does). With
+    require_splits=False (an export handed back) a missing, absent or empty train/val split is an empty list."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(f"{path}: dataset file not found. Point dataset.data_yaml at your data.yaml.") from None
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{path}: not valid YAML ({e}).") from None
+    try:
+        raw = parse_yaml(text, path)  # a duplicated key or an alias bomb is refused, not silently read
+    except ConfigError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(raw, dict):
         raise DatasetError(f"{path}: expected keys path/train/val/names.")
     root = Path(str(raw.get("path") or "."))
     root = root if root.is_absolute() else (path.parent / root).resolve()
     names = _names(raw.get("names"), path)
+    nc = raw.get("nc")
+    if nc is not None and (isinstance(nc, bool) or nc != len(names)):
+        ln = next((i for i, t in enumerate(text.splitlines(), 1) if t.split(":")[0].strip() == "nc"), None)
+        raise DatasetError(f"{path}:{ln or ''}: key 'nc' = {nc!r} but 'names' lists {len(names)} classes "
+                           f"{names[:10]}. Make nc equal the number of names (or remove nc; the names decide).")
     spec = DataSpec(yaml_path=path.resolve(), names=names)
     for key in ("train", "val"):
-        if not raw.get(key):
+        if not raw.get(key) and require_splits:
             raise DatasetError(f"{path}: key '{key}' is required (a folder or .txt list of images).")
     for key in ("train", "val", "test"):
-        spec.splits[key] = list_images(raw.get(key), root, path, key)
-        if key != "test" and not spec.splits[key]:
+        try:
+            spec.splits[key] = list_images(_split_entry(raw.get(key), root), root, path, key)
+        except DatasetError:
+            if require_splits:
+                raise
+            spec.splits[key] = []
+        if key != "test" and not spec.splits[key] and require_splits:
             raise DatasetError(f"{path}: split '{key}' has no images. Check the folder or list it points to.")
     return spec
 
@@ -105,12 +132,15 @@ def label_path(image: str | Path) -> Path:
 
 def read_labels(path: Path, nc: int, width: int, height: int) -> np.ndarray:
     """YOLO label file -> (N,5) [cls, x1, y1, x2, y2] in pixels. Polygon lines become their bounding box.
-    Bad lines are skipped with a warning naming file:line; a missing file means no objects (a negative)."""
+    Read as Ultralytics reads it (UTF-8 with or without a byte-order mark; exact duplicate rows dropped). Bad lines
+    are skipped with a warning naming file:line (al.data.check refuses or skips such files before a run uses them);
+    a missing file means no objects (a negative)."""
     out = []
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8-sig", errors="replace")
     except FileNotFoundError:
         return np.zeros((0, 5))
+    seen: set[tuple[float, ...]] = set()
     for ln_no, line in enumerate(text.splitlines(), 1):
         vals = line.split()
         if not vals:
@@ -120,6 +150,12 @@ def read_labels(path: Path, nc: int, width: int, height: int) -> np.ndarray:
         except ValueError:
             log.warning("%s:%d: not numbers, line skipped: %r", path, ln_no, line[:60])
             continue
+        if not all(math.isfinite(v) for v in nums):
+            log.warning("%s:%d: NaN or infinite value, line skipped", path, ln_no)
+            continue
+        if tuple(nums) in seen:  # Ultralytics' training drops exact duplicates too
+            continue
+        seen.add(tuple(nums))
         c = int(nums[0])
         if c != nums[0] or not 0 <= c < nc:
             log.warning("%s:%d: class %s outside 0..%d, line skipped", path, ln_no, vals[0], nc - 1)
@@ -151,11 +187,8 @@ def write_labels(path: Path, boxes: np.ndarray | list, width: int, height: int) 
 
 
 def file_hash(path: str | Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """SHA-1 of the file's content, through the run's one hash cache (al.data.hashing)."""
+    return hashing.file_hash(path)
 
 
 def snapshot_id(splits: dict[str, list[str]]) -> str:
@@ -172,19 +205,51 @@ def snapshot_id(splits: dict[str, list[str]]) -> str:
 
 
 def write_snapshot(dir_: Path, names: list[str], splits: dict[str, list[str]], info: dict) -> dict:
-    """Write dataset version folder: train/val/test .txt lists, a data.yaml Ultralytics can train on, version.json.
-    The version.json is written last: its presence marks a complete snapshot."""
+    """Write dataset version folder: train/val/test .txt lists, a data.yaml Ultralytics can train on (pointing at
+    a mirror of links, see link_mirror), version.json. The version.json is written last: its presence marks a
+    complete snapshot."""
     dir_.mkdir(parents=True, exist_ok=True)
     data = {"path": str(dir_.resolve()), "names": dict(enumerate(names)), "nc": len(names)}
     for key, imgs in splits.items():
         if key == "test" and not imgs:
             continue
         store.write_text_atomic(dir_ / f"{key}.txt", "\n".join(imgs) + "\n")
-        data[key] = f"{key}.txt"
+        data[key] = str(link_mirror(dir_ / MIRROR / key, imgs).relative_to(dir_))
     store.write_yaml(dir_ / "data.yaml", data)
     ver = {**info, "id": snapshot_id(splits), "counts": {k: len(v) for k, v in splits.items()}}
     store.write_json(dir_ / "version.json", ver)
     return ver
+
+
+MIRROR = "yolo"
+"""Folder of a dataset version holding the links Ultralytics trains on (yolo/<split>/{images,labels})."""
+
+
+def link_mirror(root: Path, images: list[str]) -> Path:
+    """root/images and root/labels: a link to each image and to its label file, named uniquely. Ultralytics writes
+    its labels cache (labels.cache), any *.npy image cache and a re-saved corrupt JPEG beside the files it is given:
+    given these links, it writes into the run directory and never into the user's dataset. Returns root/images."""
+    shutil.rmtree(root, ignore_errors=True)  # a rewritten version: stale links (and caches) go
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for img in dict.fromkeys(images):
+        name = f"{hashlib.sha1(img.encode()).hexdigest()[:8]}_{Path(img).name}"
+        _link(Path(img), root / "images" / name)
+        lp = label_path(img)
+        if lp.is_file():
+            _link(lp, root / "labels" / f"{Path(name).stem}.txt")
+    return root / "images"
+
+
+def _link(src: Path, dst: Path) -> None:
+    """A symlink; a hard link or a copy where symlinks are not allowed (some Windows accounts)."""
+    try:
+        os.symlink(src.resolve(), dst)
+    except OSError:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
 
 
 def read_snapshot(dir_: Path) -> tuple[dict, dict[str, list[str]]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from al.core.errors import ReviewError
-from al.data import dataset
+from al.data import check, dataset
 
 
 @dataclass
@@ -41,9 +41,23 @@ def norm_boxes(boxes, width: float, height: float) -> np.ndarray:
     return b
 
 
+class BadLabelsError(ReviewError):
+    """A label file handed back breaks the rules training applies; the message lists `file:line: what → fix`."""
+
+
 def read_norm_labels(path: Path, nc: int) -> np.ndarray:
-    """A YOLO label file as normalised [cls, x1, y1, x2, y2] rows (a missing file is a negative)."""
-    return dataset.read_labels(Path(path), nc, 1, 1)
+    """A YOLO label file as normalised [cls, x1, y1, x2, y2] rows (a missing file is a negative). A file with a line
+    the dataset check refuses (al.data.check: a class outside 0..nc-1, a non-numeric or NaN value, not 5 fields,
+    coordinates outside 0..1) raises BadLabelsError naming each line: reviewed labels never lose a line silently."""
+    path = Path(path)
+    if path.is_file():
+        found, _ = check.inspect_label_file(path, nc)
+        if found:
+            lines = "\n".join(f"  {check.Problem(str(path), str(path), no, what, fix)}" for no, what, fix in found)
+            raise BadLabelsError(f"{path}: training would drop this image for {len(found)} bad "
+                                 f"line{'s' if len(found) > 1 else ''}; nothing was imported:\n{lines}\n"
+                                 f"Fix the file, then continue (--resume).")
+    return dataset.read_labels(path, nc, 1, 1)
 
 
 def write_norm_labels(path: Path, boxes: np.ndarray) -> None:
@@ -51,9 +65,10 @@ def write_norm_labels(path: Path, boxes: np.ndarray) -> None:
 
 
 def class_map(export_names: list[str], names: list[str], mapping: dict[str, str | None], by_name: bool,
-              where: str, how_to_fix: str) -> np.ndarray:
+              where: str, how_to_fix: str, key: str = "review.roboflow.class_mapping") -> np.ndarray:
     """Export class id -> project class id (-1 drops the class). Identical names in identical order map to
-    themselves; any other difference is refused unless `mapping` (or `by_name` for a pure reorder) covers it."""
+    themselves; any other difference is refused unless `mapping` (config key `key`; or `by_name` for a pure
+    reorder) covers it."""
     if list(export_names) == list(names) and not mapping:
         return np.arange(len(names))
     if not mapping and not (by_name and sorted(export_names) == sorted(names)):
@@ -83,7 +98,7 @@ def class_map(export_names: list[str], names: list[str], mapping: dict[str, str 
                           + "; ".join(filter(None, [f"mapping targets not in the project: {unknown}" if unknown
                                                     else "", f"export classes without a mapping: {unmapped}"
                                                     if unmapped else ""]))
-                          + ". Add them to review.roboflow.class_mapping (name -> project name, or null to drop).")
+                          + f". Add them to {key} (name -> project name, or null to drop).")
     return out
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from al.core import store
 from al.core.errors import ReviewError
-from al.data import dataset
+from al.data import check, dataset, hashing
 from al.data.labels import Labelled, read_norm_labels, write_norm_labels
 from al.metrics.matching import match_image, prf
 
@@ -67,7 +67,7 @@ def _entry(path: str, split: str, *, source: str, label_origin: str, iteration: 
     if old and old.get("size") == size and old.get("hash"):
         h, ph = old["hash"], old.get("phash")  # unchanged file: reuse the hashes
     else:
-        h, ph = dataset.file_hash(path), None
+        h, ph = hashing.file_hash(path), None
     if with_phash and ph is None:
         ph = phash(path)
     return {"hash": h, "phash": ph, "size": size, "split": split, "source": source, "label_origin": label_origin,
@@ -129,12 +129,14 @@ class MergeResult:
     refused_test: list[str] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
     pseudo_check: dict | None = None
+    bad_data: list[str] = field(default_factory=list)
+    """Problems of the reviewed images left out under dataset.on_bad_data: skip (`file: what → fix`)."""
 
     def diff(self, iteration: int) -> dict:
         return {"iteration": iteration, "added": self.added, "moved_from_val": self.moved_from_val,
                 "relabelled": self.relabelled, "dropped_duplicates": self.dropped_duplicates,
                 "refused_test": self.refused_test, "near_duplicates": self.near_duplicates,
-                "pseudo_check": self.pseudo_check}
+                "pseudo_check": self.pseudo_check, "bad_data_skipped": self.bad_data}
 
 
 def _unique_name(name: str, taken: set[str]) -> str:
@@ -149,31 +151,57 @@ def _unique_name(name: str, taken: set[str]) -> str:
 
 def _place(src: str, dst: Path) -> None:
     """Copy an image into the run's dataset atomically (skipped when an identical-size copy is there)."""
-    if dst.exists() and dst.stat().st_size == Path(src).stat().st_size and dataset.file_hash(dst) == \
-            dataset.file_hash(src):
+    h = hashing.file_hash(src)
+    if dst.exists() and dst.stat().st_size == Path(src).stat().st_size and hashing.file_hash(dst) == h:
         return
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copyfile(src, tmp)
     tmp.replace(dst)
+    hashing.remember(dst, h)  # the copy's content is the source's: the manifest entry need not read it again
+
+
+def _checked(cands: list[Labelled], nc: int, iteration: int, on_bad_data: str) -> tuple[list[Labelled], list[str]]:
+    """The candidates that pass the dataset check (each image as Pillow and Ultralytics read it, each box as the
+    label line it becomes), and the problems of those left out; refuses when on_bad_data is not 'skip'."""
+    rep = check.Report(images=len(cands))
+    for c in cands:
+        issue, _ = check.inspect_image(c.src)
+        if issue:
+            rep.problems.append(check.Problem(c.src, c.src, None, *issue))
+        rep.problems += check.check_boxes(c.src, c.boxes, nc)
+    if not rep.problems:
+        return cands, []
+    if on_bad_data != "skip":
+        raise check.BadDataError(f"Review of iteration {iteration}: {rep.headline()} that training would drop as "
+                                 f"corrupt, so nothing was merged:\n{rep.describe()}\nFix them and continue "
+                                 f"(--resume), or set dataset.on_bad_data: skip to leave those images out.")
+    bad = rep.bad_images
+    return [c for c in cands if c.src not in bad], [str(p) for p in rep.problems]
 
 
 def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *, iteration: int, img_dir: Path,
-          lbl_dir: Path, nc: int, iou: float, near_distance: int | None) -> MergeResult:
-    """Apply one iteration's reviewed images to a version's splits; returns the next splits and manifest."""
+          lbl_dir: Path, nc: int, iou: float, near_distance: int | None, dry: bool = False,
+          on_bad_data: str = "refuse") -> MergeResult:
+    """Apply one iteration's reviewed images to a version's splits; returns the next splits and manifest.
+    `dry`: the same decisions and counts, but nothing is written (no folders, image copies or label files).
+    Every reviewed image and its boxes first pass the dataset check (al.data.check): a bad one refuses the merge
+    (BadDataError, nothing written) or, with on_bad_data 'skip', is left out and listed in `bad_data`."""
     if dataset.label_path(img_dir / "x.jpg").parent != lbl_dir:
         raise ReviewError(f"{img_dir}: added images must live in an 'images' folder beside {lbl_dir}")
     train, val, test = list(splits["train"]), list(splits["val"]), list(splits["test"])
     new = Manifest(man.version + 1, {p: dict(e) for p, e in man.images.items()})
     by_hash = {s: new.hashes(s) for s in SPLITS}
     res = MergeResult(splits={}, manifest=new)
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lbl_dir.mkdir(parents=True, exist_ok=True)
+    cands, res.bad_data = _checked(cands, nc, iteration, on_bad_data)
+    if not dry:
+        img_dir.mkdir(parents=True, exist_ok=True)
+        lbl_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     seen: dict[str, str] = {}
     pseudo_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     with_phash = near_distance is not None
     for c in cands:
-        h = dataset.file_hash(c.src)
+        h = hashing.file_hash(c.src)
         if h in by_hash["test"] or (c.pick and c.pick in test):
             res.refused_test.append(c.src)  # the frozen test split never reaches training
             continue
@@ -189,8 +217,9 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
             relabel = old
         name = _unique_name(c.name or Path(c.pick or c.src).name, taken)
         dst = img_dir / name
-        _place(c.src, dst)
-        write_norm_labels(lbl_dir / (dst.stem + ".txt"), c.boxes)
+        if not dry:
+            _place(c.src, dst)
+            write_norm_labels(lbl_dir / (dst.stem + ".txt"), c.boxes)
         dst_s = str(dst.resolve())
         seen[h] = dst_s
         moved_from = None
@@ -207,7 +236,8 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
             moved_from = "val"
         train.append(dst_s)
         by_hash["train"][h] = dst_s
-        new.images[dst_s] = _entry(dst_s, "train", source=c.source, label_origin=c.label_origin, iteration=iteration,
+        content = c.src if dry else dst_s  # dry: the copy does not exist; its content is the source's
+        new.images[dst_s] = _entry(content, "train", source=c.source, label_origin=c.label_origin, iteration=iteration,
                                    with_phash=with_phash, origin=c.pick or c.src, moved_from=moved_from,
                                    boxes=int(len(c.boxes)), **({"relabelled_from": relabel} if relabel else {}),
                                    **c.extra)

@@ -60,8 +60,10 @@ def render(ev: Event) -> list[Line]:
         return [(f"[INTERRUPTED] Stopped at iteration {ev.iteration} (step '{ev.step}')\n"
                  f"[INTERRUPTED] Resume with: {ev.resume_command}", "warning")]
     if isinstance(ev, RunFailed):
+        saved = ("The run is saved" if ev.saved else
+                 "The failure could not be recorded; run_state.json keeps the last saved step")
         return [(f"[ERROR] Iteration {ev.iteration}, step '{ev.step}': {ev.message}\n"
-                 f"[ERROR] The run is saved; after fixing the cause, resume with: {ev.resume_command}", "error")]
+                 f"[ERROR] {saved}; after fixing the cause, resume with: {ev.resume_command}", "error")]
     if isinstance(ev, RunFinished):
         f1 = "n/a" if ev.final_f1 is None else f"{ev.final_f1:.4f}"
         return [(f"{BAR}\nACTIVE LEARNING COMPLETE\n{BAR}\nReason: {ev.reason}\nFinal F1: {f1}\n"

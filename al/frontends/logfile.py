@@ -19,7 +19,7 @@ class LogFile:
         self.log = logging.getLogger("al")
         self.log.setLevel(logging.DEBUG)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler = _QuietFileHandler(path, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.addHandler(self.handler)
         self.progress = ProgressFilter()
@@ -34,3 +34,11 @@ class LogFile:
     def close(self) -> None:
         self.log.removeHandler(self.handler)
         self.handler.close()
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A FileHandler that stays silent when its disk is full or gone: logging's default prints a traceback to
+    stderr for every failed record, and the run reports the I/O error itself, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass

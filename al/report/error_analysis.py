@@ -1,8 +1,8 @@
 """Error analysis of one validation: classify every FN/FP, save FN crops, plot, suggest fixes.
 
-Reads the dict of validation.json and writes the `error_analysis/` folder of an iteration:
-error_report.json, fn_crops/, three PNGs and prompt_suggestions.json. Pure numpy/OpenCV/matplotlib:
-no torch, no ultralytics, no textual.
+Reads a validation as a dict {iteration, names, images} (images: the records of validation_images.json) and
+writes the `error_analysis/` folder of an iteration: error_report.json, fn_crops/, three PNGs and
+prompt_suggestions.json. Pure numpy/OpenCV/matplotlib: no torch, no ultralytics, no textual.
 """
 
 from __future__ import annotations
@@ -198,8 +198,8 @@ def analyze(validation: dict, out_dir: Path, *, crop_margin: float = 0.25, max_c
         img = cv2.imread(str(rec["image"]), cv2.IMREAD_COLOR)
         if img is None:
             raise AnalysisError(
-                f"{rec['image']}: listed in validation.json but cannot be read. Restore the image, or delete "
-                f"validation.json and run with --resume to validate again.")
+                f"{rec['image']}: listed in validation_images.json but cannot be read. Restore the image, or "
+                f"validate again without it (--start-iteration {validation.get('iteration', 'K')}).")
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         w, h = rec.get("width") or img.shape[1], rec.get("height") or img.shape[0]
         items = [("fn", g, rec["gt"][g][0], rec["gt"][g][1:5]) for g in rec["fn"]]
@@ -252,10 +252,17 @@ def analyze(validation: dict, out_dir: Path, *, crop_margin: float = 0.25, max_c
     return report
 
 
+MIN_CROP_SIDE = 32
+"""Crops are at least this many pixels a side (where the image allows): a reviewer needs context, and a crop that
+goes back into training (a Roboflow crop upload) must pass Ultralytics' 10-pixel minimum."""
+
+
 def _crop(img: np.ndarray, box, margin: float) -> np.ndarray | None:
-    """The box plus `margin` of its width/height on each side, clipped to the image; None if empty."""
+    """The box plus `margin` of its width/height on each side (at least MIN_CROP_SIDE), clipped to the image; None
+    if empty."""
     x1, y1, x2, y2 = box
-    mw, mh = margin * (x2 - x1), margin * (y2 - y1)
+    mw = max(margin * (x2 - x1), (MIN_CROP_SIDE - (x2 - x1)) / 2)
+    mh = max(margin * (y2 - y1), (MIN_CROP_SIDE - (y2 - y1)) / 2)
     h, w = img.shape[:2]
     cx1, cy1, cx2, cy2 = _pixel_box((x1 - mw, y1 - mh, x2 + mw, y2 + mh), w, h)
     if cx2 <= cx1 or cy2 <= cy1:

@@ -3,7 +3,7 @@ al.data.labels.Labelled records into the versioned merge (al.data.manifest)."""
 
 from __future__ import annotations
 
-from al.core import store
+from al.core import artifacts, store
 from al.core.context import StepContext
 from al.core.errors import ReviewError
 from al.data.labels import (
@@ -17,10 +17,12 @@ from al.data.labels import (
 
 
 def pick_predictions(ctx: StepContext) -> dict[str, dict]:
-    """This iteration's prediction records by image (validation.json, or pool_predictions.json for a pool)."""
+    """This iteration's prediction records by image (the validation records, or pool_predictions.json for a pool).
+    Parses the file: call it once per step and pass the result down."""
     paths, k = ctx.env.paths, ctx.iteration
-    src = paths.validation(k) if ctx.env.cfg.dataset.mining_source == "val" else paths.pool_predictions(k)
-    data = store.read_json(src, required=("images",))
+    if ctx.env.cfg.dataset.mining_source == "val":
+        return dict(artifacts.load_validation_records(paths, k).by_image())
+    data = store.read_json(paths.pool_predictions(k), required=("images",))
     return {r["image"]: r for r in data["images"]}
 
 

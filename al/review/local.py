@@ -10,6 +10,7 @@ from al.core.events import Message
 from al.review import (
     Labelled,
     ReviewError,
+    imports,
     package,
     pick_predictions,
     pre_annotation_conf,
@@ -41,25 +42,30 @@ def label_source(import_from: Path | None, returned: Path, combined: Path | None
     return "combined", Path(combined) if combined else None
 
 
-def _find(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
+def _find(ctx: StepContext, picks: list[dict], names: list[str], dry: bool,
+          unpack_dir: Path | None) -> tuple[list[Labelled], dict]:
     """The human's labels, from where label_source() says."""
     k, cfg = ctx.iteration, ctx.env.cfg
     rp = ctx.env.paths
     kind, src = label_source(cfg.review.local.import_from, rp.returned(k), cfg.dataset.combined_dir)
+    rules = imports.Rules.local(cfg.review.local, names)
     if kind != "combined":
-        if package.is_yolo_dataset(src):
-            return package.import_yolo_dataset(src / "data.yaml", names, picks, source="local-export")
         if not (rp.package(k) / "package.json").is_file():
+            if dry:
+                raise ReviewError(f"{rp.package(k)}: no annotation package yet; the review step writes it when it "
+                                  f"asks for the review.")
             prepare(ctx, picks, names)  # the package maps the returned files back to the picks
         if not Path(src).exists():
             raise ReviewError(f"Dataset not found: {src} (review.local.import_from) does not exist. Put the "
                               f"reviewed labels there, then run again with --resume.")
-        cands, summary = package.import_returned(Path(src), rp.package(k), names, rp.unpacked(k))
+        cands, summary = package.import_returned(Path(src), rp.package(k), names, unpack_dir or rp.unpacked(k),
+                                                 rules=rules)
         if not cands:
             raise ReviewError(f"{src}: none of the returned labels belongs to an image of the package "
-                              f"{rp.package(k)} (they are matched by file name). Keep the image names, then run "
-                              f"again with --resume.")
-        if summary["unedited_pre_annotations"] and summary["unedited_pre_annotations"] == summary["returned_labelled"]:
+                              f"{rp.package(k)} (they are matched by file name, Roboflow's renaming undone, or by "
+                              f"image content). Keep the image names, then run again with --resume.")
+        unedited = summary["unedited_pre_annotations"]
+        if unedited and unedited == summary["returned_labelled"] and not dry:
             ctx.ui.emit(Message("[REVIEW] WARNING: every returned label file equals the model's pre-annotation; "
                                  "were they reviewed? They are imported as human labels.", "warning"))
         return cands, summary
@@ -74,12 +80,18 @@ def _find(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list[L
                           f"the corrected labels in {rp.returned(k)} (YOLO .txt files, a COCO JSON or a zip), or "
                           f"export the reviewed dataset in YOLO format to {combined} (images/, labels/, data.yaml), "
                           f"then run again with --resume.")
-    return package.import_yolo_dataset(yml, names, picks)
+    wanted = imports.wanted_picks(picks)
+    return imports.labelled(imports.yolo_dataset(yml, imports.Matcher(wanted), rules, extras=True), wanted, "combined")
 
 
-def collect(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list[Labelled], dict]:
-    """The reviewed picks as Labelled records, and how many came back."""
-    cands, summary = _find(ctx, picks, names)
+def collect(ctx: StepContext, picks: list[dict], names: list[str], *, dry: bool = False,
+            unpack_dir: Path | None = None) -> tuple[list[Labelled], dict]:
+    """The reviewed picks as Labelled records, and how many came back. A returned zip is unpacked into
+    `unpack_dir` (default: the iteration's review_returned_unpacked/; the merge may copy images from there). `dry`
+    (the import preview): no package is written and nothing is said; give an unpack_dir outside the run tree."""
+    cands, summary = _find(ctx, picks, names, dry, unpack_dir)
+    if dry:
+        return cands, summary
     back = summary["not_returned"]
     ctx.ui.emit(Message(f"[REVIEW] {summary['source']}: {summary['returned_labelled']} of {len(picks)} picks came "
                          f"back labelled ({summary['negatives']} without objects, kept as negatives)"

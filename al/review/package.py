@@ -1,7 +1,8 @@
-"""The local annotation package (seed 001) and the import of reviewed labels from a folder, a zip or a COCO JSON.
+"""The local annotation package (seed 001), and the import of the labels returned for it (through
+al.review.imports: a folder or zip of YOLO labels, a COCO JSON, a YOLO export).
 
 Package layout (also written as one zip):
-  images/            the picked images (names made unique)
+  images/            the picked images (names made unique by stem, so each has its own label file)
   labels/            pre-annotations in YOLO format (one file per image; empty = the model saw nothing)
   annotations_coco.json   the same pre-annotations in COCO format (categories by name)
   classes.txt, data.yaml  class names in the project's order
@@ -14,38 +15,25 @@ Package layout (also written as one zip):
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import stat
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from al.core import store
-from al.data import dataset
+from al.data import hashing
 from al.review import (
     Labelled,
     ReviewError,
+    imports,
     norm_boxes,
     read_norm_labels,
     write_norm_labels,
 )
+from al.review.imports import unique_names
 
 PACKAGE_SCHEMA = 1
-
-
-def unique_names(images: list[str]) -> list[str]:
-    out, taken = [], set()
-    for img in images:
-        p = Path(img)
-        name, i = p.name, 1
-        while name.lower() in taken:
-            name = f"{p.stem}_{i}{p.suffix}"
-            i += 1
-        taken.add(name.lower())
-        out.append(name)
-    return out
 
 
 def _guidelines(names: list[str], iteration: int, returned: Path, extra: str | None) -> str:
@@ -122,14 +110,37 @@ def _contact_sheet(thumbs: list, size: int, out: Path) -> None:
         store.write_bytes_atomic(out, buf.tobytes())
 
 
+# what build() writes, in the order it is put in place: package.json last (without it the package counts as missing)
+_PACKAGE_FILES = ("images", "labels", "thumbnails", "contact_sheet.jpg", "classes.txt", "data.yaml",
+                  "annotations_coco.json", "GUIDELINES.md", "package.json")
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Put the freshly built package files from tmp in place of the old ones, one by one. package.json goes first
+    out and last in, so a build killed half-way is a missing package (rebuilt on the next call), never a mixed one.
+    Nothing else in out_dir is touched: returned/ (the human's work) is never moved, removed or written to."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "package.json").unlink(missing_ok=True)
+    for name in _PACKAGE_FILES:
+        old, new = out_dir / name, tmp / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+        if new.exists():
+            new.replace(old)
+    shutil.rmtree(tmp)
+
+
 def build(out_dir: Path, zip_path: Path | None, picks: list[dict], records: dict[str, dict], names: list[str], *,
           iteration: int, conf: float, thumbnails: bool = True, thumb_size: int = 256,
           extra_guidelines: str | None = None) -> dict:
     """Write the package for `picks` (pre-annotations: each record's predictions at or above `conf`).
-    Rebuilding is safe: the folder is replaced, the returned/ folder (the human's work) is kept."""
+    Rebuilding is safe, even when killed half-way: the package's files are built beside it and then replaced
+    (_install); the returned/ folder (the human's work) is never part of the build."""
     returned = out_dir / "returned"
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # an earlier, killed build's; it never holds returned/
     for sub in ("images", "labels", "thumbnails"):
         (tmp / sub).mkdir(parents=True)
     images = [p["image"] for p in picks]
@@ -144,7 +155,7 @@ def build(out_dir: Path, zip_path: Path | None, picks: list[dict], records: dict
         shutil.copyfile(img, tmp / "images" / name)
         write_norm_labels(tmp / "labels" / (Path(name).stem + ".txt"),
                           norm_boxes([b[:5] for b in pixel], w, h))
-        entries.append({"name": name, "image": img, "hash": dataset.file_hash(img), "width": w, "height": h,
+        entries.append({"name": name, "image": img, "hash": hashing.file_hash(img), "width": w, "height": h,
                         "pre_annotations": len(pixel), "pixel_boxes": pixel})
         if thumbnails:
             t = _thumbnail(img, pixel, thumb_size, tmp / "thumbnails" / (Path(name).stem + ".jpg"))
@@ -160,12 +171,8 @@ def build(out_dir: Path, zip_path: Path | None, picks: list[dict], records: dict
     store.write_json(tmp / "package.json", {
         "package_schema": PACKAGE_SCHEMA, "iteration": iteration, "names": names, "conf": conf,
         "images": [{k: v for k, v in e.items() if k != "pixel_boxes"} for e in entries]})
-    if returned.is_dir():
-        shutil.move(str(returned), tmp / "returned")
-    else:
-        (tmp / "returned").mkdir()
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+    _install(tmp, out_dir)
+    returned.mkdir(exist_ok=True)
     if zip_path is not None:
         ztmp = zip_path.with_name(f".{zip_path.name}.tmp")
         with zipfile.ZipFile(ztmp, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -179,177 +186,40 @@ def build(out_dir: Path, zip_path: Path | None, picks: list[dict], records: dict
 
 # ---------------------------------------------------------------------------------------------------------- import
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def unsafe_members(zf: zipfile.ZipFile) -> list[str]:
-    """Member names that would land outside the extraction folder (absolute, drive, '..') or are links."""
-    bad = []
-    for info in zf.infolist():
-        name = info.filename
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        is_link = stat.S_ISLNK(info.external_attr >> 16)
-        if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts or is_link:
-            bad.append(name)
-    return bad
-
-
-def safe_extract(zip_path: Path, dest: Path) -> Path:
-    """Extract a zip after checking every member name first: any '../', absolute path or link refuses the whole
-    archive before a single file is written."""
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            bad = unsafe_members(zf)
-            if bad:
-                raise ReviewError(f"{zip_path}: refused, nothing extracted: {len(bad)} member(s) would be written "
-                                  f"outside the extraction folder (e.g. {bad[0]!r}). Re-create the zip from inside "
-                                  f"the folder that holds the labels.")
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
-            zf.extractall(dest)
-    except zipfile.BadZipFile:
-        raise ReviewError(f"{zip_path}: not a valid zip file. Re-create it, or hand the labels back as a folder.") \
-            from None
-    return dest
-
-
-def _package_index(pkg: dict) -> dict[str, dict]:
-    """Lookup by file name and by stem (case-insensitive) of the package's images."""
-    idx = {}
-    for e in pkg["images"]:
-        idx[e["name"].lower()] = e
-        idx[Path(e["name"]).stem.lower()] = e
-    return idx
-
-
-def _coco_labels(path: Path, pkg: dict, names: list[str]) -> dict[str, np.ndarray]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReviewError(f"{path}: not valid JSON ({e}). Export COCO JSON again.") from None
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise ReviewError(f"{path}: not a COCO file (needs images, annotations and categories).")
-    cats = {c["id"]: c["name"] for c in data["categories"]}
-    # categories no annotation uses are harmless (tools often export their whole label set)
-    used = {a["category_id"] for a in data["annotations"]}
-    unknown_used = sorted({cats.get(c, f"id {c}") for c in used} - set(names))
-    if unknown_used:
-        raise ReviewError(f"{path}: categories {unknown_used} are not project classes {names}. Rename them to the "
-                          f"project's class names (see classes.txt) and import again.")
-    idx = _package_index(pkg)
-    by_id, out = {}, {}
-    for im in data["images"]:
-        e = idx.get(Path(im["file_name"]).name.lower()) or idx.get(Path(im["file_name"]).stem.lower())
-        if e is not None:
-            by_id[im["id"]] = (e, float(im.get("width") or e["width"]), float(im.get("height") or e["height"]))
-            out[e["image"]] = []
-    for a in data["annotations"]:
-        if a["image_id"] not in by_id:
-            continue
-        e, w, h = by_id[a["image_id"]]
-        x, y, bw, bh = a["bbox"]
-        out[e["image"]].append([names.index(cats[a["category_id"]]), x / w, y / h, (x + bw) / w, (y + bh) / h])
-    res = {}
-    for k, v in out.items():
-        b = np.asarray(v, float).reshape(-1, 5)
-        b[:, 1:] = b[:, 1:].clip(0, 1)
-        res[k] = b
-    return res
-
-
-def _yolo_labels(folder: Path, pkg: dict, names: list[str]) -> dict[str, np.ndarray]:
-    classes = next(iter(sorted(folder.rglob("classes.txt"))), None)
-    if classes is not None:
-        got = [ln.strip() for ln in classes.read_text().splitlines() if ln.strip()]
-        if got != names:
-            raise ReviewError(f"{classes}: class names {got} differ from the model's {names}. Keep the classes "
-                              f"and their order exactly as in the package's classes.txt.")
-    idx = _package_index(pkg)
-    out = {}
-    for f in sorted(folder.rglob("*.txt")):
-        if f.name == "classes.txt":
-            continue
-        e = idx.get(f.stem.lower())
-        if e is not None:
-            out[e["image"]] = read_norm_labels(f, len(names))
-    return out
-
-
-def read_returned(source: Path, pkg: dict, names: list[str], unpack_dir: Path, *,
-                  allow_zip: bool = True) -> tuple[dict[str, np.ndarray], str]:
-    """Reviewed labels per picked image (normalised boxes) from a folder or zip of YOLO labels or a COCO JSON.
-    A picked image without a label file (or absent from the COCO images) did not come back; an empty label file
-    (or a COCO image without annotations) is a negative."""
-    source = Path(source)
-    if source.is_file() and source.suffix.lower() == ".zip" and allow_zip:
-        folder = safe_extract(source, unpack_dir)
-        return read_returned(folder, pkg, names, unpack_dir, allow_zip=False)[0], f"zip {source}"
-    if source.is_file() and source.suffix.lower() == ".json":
-        return _coco_labels(source, pkg, names), f"COCO {source}"
-    if source.is_dir():
-        zips = sorted(source.glob("*.zip")) if allow_zip else []
-        if zips:
-            return read_returned(zips[0], pkg, names, unpack_dir)[0], f"zip {zips[0]}"
-        yolo = _yolo_labels(source, pkg, names)
-        jsons = [j for j in sorted(source.rglob("*.json")) if j.name != "package.json"]
-        if yolo or not jsons:  # YOLO label files win over a JSON lying beside them
-            return yolo, f"YOLO labels in {source}"
-        return _coco_labels(jsons[0], pkg, names), f"COCO {jsons[0]}"
-    raise ReviewError(f"{source}: not found. Put the reviewed labels there (YOLO .txt files, a COCO JSON or a zip).")
-
-
 def load_package(pkg_dir: Path) -> dict:
     f = pkg_dir / "package.json"
     data = store.read_json(f, required=("images", "names"))
     return data
 
 
-def import_returned(source: Path, pkg_dir: Path, names: list[str], unpack_dir: Path) -> tuple[list[Labelled], dict]:
-    """Labelled picks from the human's returned labels, plus a summary (how many came back, negatives, unedited)."""
+def read_returned(source: Path, pkg: dict, names: list[str], unpack_dir: Path, *,
+                  rules: imports.Rules | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """Reviewed labels per picked image (normalised boxes) from any returned source (al.review.imports.read). A
+    picked image without a label file (or absent from the COCO images) did not come back; an empty label file (or a
+    COCO image without annotations) is a negative."""
+    res = imports.read(Path(source), imports.Matcher(pkg["images"]), rules or imports.Rules(list(names)), unpack_dir)
+    return {f.item["image"]: f.boxes for f in res.found if f.item}, res.what
+
+
+def import_returned(source: Path, pkg_dir: Path, names: list[str], unpack_dir: Path, *,
+                    rules: imports.Rules | None = None) -> tuple[list[Labelled], dict]:
+    """Labelled picks from the human's returned labels (a folder or zip of YOLO label files, a COCO JSON, a YOLO
+    export), matched to the package's images, plus a summary (how many came back, negatives, unedited). Images of an
+    export nobody picked are ignored."""
     pkg = load_package(pkg_dir)
-    labels, what = read_returned(source, pkg, names, unpack_dir)
-    by_image = {e["image"]: e for e in pkg["images"]}
-    out, unedited = [], 0
-    for img, boxes in labels.items():
-        e = by_image[img]
-        pre = read_norm_labels(pkg_dir / "labels" / (Path(e["name"]).stem + ".txt"), len(names))
-        if len(pre) and pre.shape == boxes.shape and np.allclose(pre, boxes, atol=1e-4):
+    rules = rules or imports.Rules(list(names))
+    res = imports.read(Path(source), imports.Matcher(pkg["images"]), rules, unpack_dir)
+    exported = any(f.image is not None for f in res.found)
+    out, summary = imports.labelled(res, pkg["images"], "local-export" if exported else "local-package")
+    unedited = 0
+    for f in res.found:
+        pre = read_norm_labels(pkg_dir / "labels" / (Path(f.item["name"]).stem + ".txt"), len(rules.names))
+        if len(pre) and pre.shape == f.boxes.shape and np.allclose(pre, f.boxes, atol=1e-4):
             unedited += 1
-        out.append(Labelled(src=img, boxes=boxes, source="local-package", label_origin="human", pick=img,
-                            name=e["name"]))
-    summary = {"source": what, "returned_labelled": len(out), "negatives": sum(1 for c in out if not len(c.boxes)),
-               "not_returned": [e["name"] for e in pkg["images"] if e["image"] not in labels],
-               "unedited_pre_annotations": unedited}
-    return out, summary
-
-
-def import_yolo_dataset(yml: Path, names: list[str], picks: list[dict], source: str = "combined",
-                        cmap_fn=None) -> tuple[list[Labelled], dict]:
-    """Every train/val image of a YOLO dataset export (seed 004's dataset_combined) with its labels."""
-    spec = dataset.read_data_yaml(yml)
-    if cmap_fn is None and spec.names != names:
-        raise ReviewError(f"{yml}: class names {spec.names} differ from the model's {names}. Export with the same "
-                          f"classes in the same order, then run again with --resume.")
-    exported = list(dict.fromkeys(spec.splits["train"] + spec.splits["val"]))
-    pick_names = {Path(p["image"]).name: p["image"] for p in picks}
-    out = []
-    for img in exported:
-        boxes = read_norm_labels(dataset.label_path(img), len(spec.names))
-        if cmap_fn is not None:
-            boxes = cmap_fn(boxes)
-        out.append(Labelled(src=img, boxes=boxes, source=source, label_origin="human",
-                            pick=pick_names.get(Path(img).name)))
-    summary = {"source": f"YOLO dataset {yml}", "returned_labelled": sum(1 for c in out if c.pick),
-               "negatives": sum(1 for c in out if not len(c.boxes)), "exported_images": len(out),
-               "not_returned": sorted(set(pick_names) - {Path(c.src).name for c in out})}
+    summary["unedited_pre_annotations"] = unedited
     return out, summary
 
 
 def has_returned(path: Path) -> bool:
     """True when the returned/ folder holds anything to import."""
     return path.is_dir() and any(f.is_file() and not f.name.startswith(".") for f in path.rglob("*"))
-
-
-def is_yolo_dataset(path: Path) -> bool:
-    return path.is_dir() and (path / "data.yaml").is_file() and not (path / "package.json").is_file()
-

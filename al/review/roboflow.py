@@ -17,10 +17,11 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 from al.core import store
@@ -28,7 +29,7 @@ from al.core.config import RoboflowReviewConfig
 from al.core.context import StepContext
 from al.core.errors import Interrupted
 from al.core.events import Event, Message, Progress
-from al.data import dataset
+from al.data import dataset, hashing
 from al.review import (
     Labelled,
     ReviewError,
@@ -39,7 +40,7 @@ from al.review import (
     read_norm_labels,
     remap,
 )
-from al.review.package import unique_names
+from al.review.imports import Matcher, unique_names
 
 log = logging.getLogger("al")
 
@@ -48,7 +49,6 @@ MAX_BACKOFF_S = 120.0
 _SDK_LOCK = threading.Lock()
 _TRANSIENT_WORDS = re.compile(r"too many requests|rate limit|internal server error|bad gateway|service unavailable|"
                               r"gateway time-?out|temporarily unavailable", re.I)
-_RF_NAME = re.compile(r"^(?P<stem>.+)_(?P<ext>[A-Za-z0-9]{2,5})\.rf\.[0-9A-Za-z]+$")
 
 
 # ------------------------------------------------------------------------------------------------------ the API key
@@ -404,13 +404,6 @@ class Client:
 
 # ---------------------------------------------------------------------------------------------- matching the export
 
-def original_name(file_name: str) -> str:
-    """Roboflow renames 'img_01.jpg' to 'img_01_jpg.rf.<hash>.jpg'; this undoes it (other names pass through)."""
-    p = Path(file_name)
-    m = _RF_NAME.match(p.stem)
-    return f"{m.group('stem')}.{m.group('ext')}" if m else p.name
-
-
 def export_images(root: Path) -> list[Path]:
     """Images of a YOLO export: every 'images' folder, in split order train, valid/val, test."""
     order = {"train": 0, "valid": 1, "val": 1, "test": 2}
@@ -438,24 +431,20 @@ def export_names(root: Path) -> list[str]:
 def match_export(root: Path, upload: dict, names: list[str], rcfg: RoboflowReviewConfig,
                  version: int) -> tuple[list[Labelled], dict]:
     """Labelled picks (and crops) from an extracted export: each exported image is matched to an uploaded item by
-    its original name, then stem, then content hash. Images without boxes come back as negatives."""
+    its original name, then stem, then content hash (al.review.imports.Matcher, as every import). Images without
+    boxes come back as negatives."""
     enames = export_names(root)
     cmap = class_map(enames, names, rcfg.class_mapping, rcfg.match_classes_by_name, str(root / "data.yaml"),
                      "In Roboflow keep the project's classes, or set review.roboflow.match_classes_by_name: true "
                      "(same names, another order) or review.roboflow.class_mapping (export name -> project name); "
                      "then --resume.")
     items = [it for it in upload["items"] if it["status"] in ("ok", "duplicate")]
-    by_name = {it["name"].lower(): it for it in items}
-    by_stem = {Path(it["name"]).stem.lower(): it for it in items}
-    by_hash = {it["hash"]: it for it in items}
+    matcher = Matcher(items)
     seen: dict[str, int] = {}
     out: list[Labelled] = []
     ignored = aug_ignored = 0
     for img in export_images(root):
-        orig = original_name(img.name)
-        it = by_name.get(orig.lower()) or by_stem.get(Path(orig).stem.lower())
-        if it is None:
-            it = by_hash.get(dataset.file_hash(img))
+        it = matcher.find(img.name, img)
         if it is None:
             ignored += 1  # another image of the project, not picked this iteration
             continue
@@ -519,12 +508,12 @@ def _upload_items(ctx: StepContext, picks: list[dict]) -> list[dict]:
             b = norm_boxes([[r[0], *r[2:6]] for r in pred], rec["width"], rec["height"])
             yolo = "".join(f"{int(c)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}\n"
                            for c, x1, y1, x2, y2 in b)
-        items.append({"kind": "image", "name": name, "path": path, "pick": img, "hash": dataset.file_hash(img),
+        items.append({"kind": "image", "name": name, "path": path, "pick": img, "hash": hashing.file_hash(img),
                       "boxes": yolo.count("\n"), "yolo": yolo})
         if rcfg.upload_crops:
             for crop in _crops_of(pk, report):
                 items.append({"kind": "crop", "name": Path(crop).name, "path": crop, "pick": img,
-                              "hash": dataset.file_hash(crop), "boxes": 0, "yolo": "", "tags": ["fn-crop"]})
+                              "hash": hashing.file_hash(crop), "boxes": 0, "yolo": "", "tags": ["fn-crop"]})
     return items
 
 
@@ -580,5 +569,6 @@ def collect(ctx: StepContext, picks: list[dict], names: list[str]) -> tuple[list
     ctx.ui.emit(Message(f"[REVIEW] Roboflow version {version}: {summary['returned_labelled']} of {n_up} uploaded "
                          f"picks came back labelled ({summary['negatives']} without objects, kept as negatives)"
                          + (f"; {summary['crops_returned']} crops" if summary["crops_returned"] else "")
-                         + (f"; not back: {', '.join(summary['not_returned'][:5])}" if summary["not_returned"] else "")))
+                         + (f"; not back: {', '.join(summary['not_returned'][:5])}" if summary["not_returned"]
+                            else "")))
     return cands, summary

@@ -28,7 +28,7 @@ import numpy as np
 
 from al.core import store
 from al.core.errors import UserError
-from al.data import dataset
+from al.data import hashing
 from al.metrics.matching import box_iou
 from al.selection import sampling
 
@@ -90,7 +90,7 @@ class PoolScores:
             off = z["pred_off"]
             return z["pred"][off[row]:off[row + 1]].astype(np.float64)
 
-    def subset(self, idx: Sequence[int]) -> "PoolScores":
+    def subset(self, idx: Sequence[int]) -> PoolScores:
         idx = np.asarray(idx, dtype=int)
         return PoolScores(images=[self.images[i] for i in idx], hashes=[self.hashes[i] for i in idx],
                           width=self.width[idx], height=self.height[idx],
@@ -141,10 +141,10 @@ def scan(
 
     images = [str(p) for p in images]
     n = len(images)
-    hashes = [dataset.file_hash(p) for p in images]
+    hashes = [hashing.file_hash(p) for p in images]
     folder = None
     if cache_dir is not None:
-        folder = Path(cache_dir) / f"{dataset.file_hash(weights)[:16]}-{settings.key()}"
+        folder = Path(cache_dir) / f"{hashing.file_hash(weights)[:16]}-{settings.key()}"
         folder.mkdir(parents=True, exist_ok=True)
     rows_of: dict[str, list[int]] = {}
     for i, h in enumerate(hashes):

@@ -259,7 +259,6 @@ def _clip01(x: float) -> float:
 
 # --- pool strategies: uncertainty before NMS, diversity, class balance --------------------------------------------
 
-STRATEGIES = ("random", "entropy", "fn_weighted", "combined")
 MEASURES = ("entropy", "margin")
 COMBINED_KEYS = ("uncertainty", "diversity", "class_balance")
 _EPS = 1e-7
@@ -371,24 +370,6 @@ def _min_cos_dist(x: np.ndarray, ref: np.ndarray | None, chunk: int = 4096) -> n
     for s in range(0, len(ref), chunk):
         out = np.minimum(out, (1.0 - x @ ref[s:s + chunk].T).min(axis=1))
     return np.maximum(out, 0.0)
-
-
-def k_center_greedy(emb, k: int, labelled=None) -> list[tuple[int, float]]:
-    """Core-set k-center greedy on cosine distance: repeatedly take the row farthest from everything chosen so far
-    (and from `labelled`). Returns [(index, its distance when chosen)]; with nothing chosen yet the first pick is
-    row 0 (distance inf). Ties go to the lower index."""
-    x = normalize_rows(emb)
-    ref = normalize_rows(labelled) if labelled is not None and len(labelled) else None
-    d = _min_cos_dist(x, ref)
-    out: list[tuple[int, float]] = []
-    taken = np.zeros(len(x), dtype=bool)
-    for _ in range(min(max(k, 0), len(x))):
-        cand = np.where(taken, -1.0, d)
-        i = int(np.argmax(cand))
-        out.append((i, float(d[i])))
-        taken[i] = True
-        d = np.minimum(d, np.maximum(1.0 - x @ x[i], 0.0))
-    return out
 
 
 def validate_combined_weights(weights: Mapping[str, float]) -> dict[str, float]:

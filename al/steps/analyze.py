@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from al.core import store
+from al.core import artifacts, store
 from al.core.context import StepContext
 from al.core.events import Message
 from al.report import error_analysis
@@ -24,9 +24,11 @@ def _current_prompts(ctx: StepContext) -> dict[str, str]:
 
 def run(ctx: StepContext) -> str:
     k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
-    val = store.read_json(paths.validation(k), required=("images", "names"))
+    summary = artifacts.load_validation(paths, k)
+    records = artifacts.load_validation_records(paths, k)
+    val = {"iteration": k, "names": summary.names, "images": records.images}
     report = error_analysis.analyze(val, paths.error_analysis(k), crop_margin=cfg.analysis.crop_margin,
-                              max_crops=cfg.analysis.max_crops)
+                                    max_crops=cfg.analysis.max_crops)
     suggestions = store.read_json(paths.prompt_suggestions(k)).get("suggestions", []) \
         if paths.prompt_suggestions(k).is_file() else []
     store.write_json(paths.prompts(k), {"iteration": k, "texts": _current_prompts(ctx), "suggestions": suggestions})

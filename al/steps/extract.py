@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from al.core import store
+from al.core import artifacts, store
 from al.core.context import StepContext
 from al.core.errors import Interrupted, StepError
 from al.core.events import Message, Progress
-from al.data import dataset
+from al.data import dataset, hashing
 from al.report import error_analysis
 from al.selection import pool, sampling
 from al.yolo import detector
@@ -63,7 +63,8 @@ def _pool_candidates(ctx: StepContext, images: list[str]) -> list[dict]:
             cell = error_analysis.grid_cell((x1, y1, x2, y2), p.width, p.height)
             area = (x2 - x1) * (y2 - y1)
             cands.append({"kind": "fn", "image": p.path, "index": i, "cls": int(c), "box": [x1, y1, x2, y2],
-                          "area": area, "size": error_analysis.size_bucket(area), "position": error_analysis.position_of(cell),
+                          "area": area, "size": error_analysis.size_bucket(area),
+                          "position": error_analysis.position_of(cell),
                           "grid": list(cell), "aspect": (x2 - x1) / max(y2 - y1, 1e-6), "conf": float(s),
                           "difficulty": 1.0 - abs(2.0 * float(s) - 1.0), "crop": None})
     store.write_json(paths.pool_predictions(k), {"iteration": k, "names": ctx_names(ctx), "images": records})
@@ -114,8 +115,7 @@ def _hard_negatives(ctx: StepContext, candidates: list[str], scores: pool.PoolSc
     labelled = cfg.dataset.mining_source == "val"
     if labelled:
         report = store.read_json(ctx.env.paths.error_report(ctx.iteration), required=("errors",))
-        val = store.read_json(ctx.env.paths.validation(ctx.iteration), required=("images",))
-        records = {r["image"]: r for r in val["images"]}
+        records = artifacts.load_validation_records(ctx.env.paths, ctx.iteration).by_image()
         out = pool.hard_negatives_from_validation(report["errors"], records, sc.hard_negative_conf, allowed)
     folder = _deployed_dir(ctx)
     if folder is not None:
@@ -218,17 +218,18 @@ def run(ctx: StepContext) -> str:
     exclude = set(splits["train"]) | set(splits["test"])  # the test split is never a source
     counts = dataset.class_counts(splits["train"], len(names))
     strategy = cfg.sampling_strategy.strategy
-    if strategy == "fn_weighted":
-        picks, n_cands, unit = _fn_weighted(ctx, splits, names, counts, exclude)
-        info: dict = {}
-    else:
-        picks, n_cands, unit, info = _strategy_picks(ctx, splits, names, counts, exclude)
+    with hashing.persisted(paths.hash_cache):  # the pool scan's content hashes outlive the process
+        if strategy == "fn_weighted":
+            picks, n_cands, unit = _fn_weighted(ctx, splits, names, counts, exclude)
+            info: dict = {}
+        else:
+            picks, n_cands, unit, info = _strategy_picks(ctx, splits, names, counts, exclude)
     for rank, pk in enumerate(picks, 1):
         pk["rank"] = rank
-    store.write_json(paths.hard_examples(k), {
-        "iteration": k, "source": cfg.dataset.mining_source, "strategy": strategy, "weights": _strategy_weights(ctx),
-        "uncertainty_measure": cfg.sampling_strategy.uncertainty_measure, "candidates": n_cands,
-        "train_class_counts": dict(zip(names, counts)), **info, "picks": picks})
+    artifacts.save_hard_examples(paths, k, artifacts.HardExamples(
+        iteration=k, source=cfg.dataset.mining_source, strategy=strategy, weights=_strategy_weights(ctx),
+        uncertainty_measure=cfg.sampling_strategy.uncertainty_measure, candidates=n_cands,
+        train_class_counts=dict(zip(names, counts)), **info, picks=picks))
     n_hn = sum(1 for p in picks if p.get("kind") == "hard_negative")
     line = sampling.format_console(len(picks), n_cands, unit)
     ctx.ui.emit(Message(f"{line} ({strategy}{f', {n_hn} hard negatives' if n_hn else ''})"))

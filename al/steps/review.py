@@ -3,16 +3,17 @@ then the guarded merge into the next dataset version and its manifest (al/review
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from al.core import store
+from al.core import artifacts, store
 from al.core.context import StepContext
 from al.core.errors import StepError
 from al.core.events import Message, ReviewRequired
 from al.core.paths import RunPaths
-from al.data import dataset, manifest
+from al.data import dataset, hashing, manifest
 from al.review import Labelled, norm_boxes, pick_predictions
 
 
@@ -100,7 +101,8 @@ def _labels_for_picks(ctx: StepContext, picks: list[dict], names: list[str], mod
         elif ctx.env.cfg.dataset.mining_source == "val":
             boxes = dataset.read_labels(dataset.label_path(img), len(names), w, h)
         else:
-            boxes = dataset.read_labels(ctx.env.cfg.dataset.pool_labels_dir / (Path(img).stem + ".txt"), len(names), w, h)
+            boxes = dataset.read_labels(ctx.env.cfg.dataset.pool_labels_dir / (Path(img).stem + ".txt"), len(names),
+                                        w, h)
         out.append(Labelled(src=img, boxes=norm_boxes(boxes, w, h), source=mode, label_origin=mode, pick=img))
     return out
 
@@ -136,19 +138,19 @@ def _was_asked(rp: RunPaths, k: int, backend: str) -> bool:
 
 def run(ctx: StepContext) -> str:
     """Review the picks (pause for a human, or label them), merge them, write the next dataset version."""
+    with hashing.persisted(ctx.env.paths.hash_cache):  # the manifest, the package and Roboflow share one cache
+        return _review(ctx)
+
+
+def _review(ctx: StepContext) -> str:
     k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
     rp = paths
-    hard = store.read_json(paths.hard_examples(k), required=("picks",))
+    hard = artifacts.load_hard_examples(paths, k)
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
     names = list(ver["names"])
-    picks = _guard_test(ctx, hard["picks"], splits["test"])
+    picks = _guard_test(ctx, hard.picks, splits["test"])
     al = cfg.active_learning
-    if ctx.env.opts.auto:
-        mode = "pseudo"
-    elif al.review_source == "simulated":
-        mode = "simulated"
-    else:
-        mode = "manual"
+    mode = _mode(ctx)
     info = review_info(ctx, picks)
     info["mode"] = mode
     summary: dict = {}
@@ -187,14 +189,9 @@ def run(ctx: StepContext) -> str:
                                  f"{Path(ex['image']).name} ~ {ex['split']} {Path(ex['other']).name}; listed in "
                                  f"{rp.manifest(k)}", "warning"))
     manifest.save(man, rp.manifest(k), ver["id"], ver.get("parent"), **extra)
-    res = manifest.merge(man, splits, cands, iteration=k, img_dir=paths.added_images(k),
-                         lbl_dir=paths.added_labels(k), nc=len(names), iou=cfg.validation.iou, near_distance=near)
-    if res.pseudo_check:
-        res.pseudo_check = _named(res.pseudo_check, names)
+    res = _merge(ctx, man, splits, cands, names)
     _report_merge(ctx, res)
-    if not res.splits["val"]:
-        raise StepError(f"Review of iteration {k} would leave the validation split empty; lower "
-                        f"active_learning.max_samples_per_iteration or add validation images.")
+    _keep_val(k, res)
     origin = "human" if mode == "manual" else mode
     new_ver = dataset.write_snapshot(paths.dataset_version(k + 1), names, res.splits,
                                      {"version": k + 1, "names": names, "parent": ver["id"], "origin": origin,
@@ -205,19 +202,82 @@ def run(ctx: StepContext) -> str:
     returned = summary.pop("returned_labelled", len(cands))
     out = {"iteration": k, "mode": mode, "backend": cfg.review.backend if mode == "manual" else None,
            "simulation": mode == "simulated", "picks": len(picks), "returned_labelled": returned,
-           "added_images": len(res.added), "added_boxes": res.added_boxes,
-           "removed_from_val": len(res.moved_from_val), "val_changed": bool(res.moved_from_val),
-           "skipped_test_duplicates": len(res.refused_test), "duplicates_dropped": len(res.dropped_duplicates),
-           "relabelled": len(res.relabelled), "near_duplicates": len(res.near_duplicates),
+           **merge_counts(res), "val_changed": bool(res.moved_from_val),
            "pseudo_label_check": res.pseudo_check, "dataset_version": new_ver["id"],
            "dataset_counts": new_ver["counts"], "manifest": str(rp.manifest(k + 1)),
            "manifest_diff": str(rp.manifest_diff(k + 1)), **summary}
-    store.write_json(paths.review(k), out)
+    artifacts.save_review(paths, k, artifacts.ReviewResult(**out))
     label = {"pseudo": "pseudo-labelled", "simulated": "SIMULATED labels", "human": "human-reviewed"}[origin]
     ctx.ui.emit(Message(f"[REVIEW] {len(res.added)} images added ({res.added_boxes} boxes, {label}); "
                          f"{len(res.moved_from_val)} moved out of validation; {len(res.dropped_duplicates)} exact "
                          f"duplicates dropped; dataset version {new_ver['id']}"))
     return "next"
+
+
+def _mode(ctx: StepContext) -> str:
+    """Who labels the picks: pseudo (--auto), simulated (the hidden ground truth) or manual (a human)."""
+    if ctx.env.opts.auto:
+        return "pseudo"
+    return "simulated" if ctx.env.cfg.active_learning.review_source == "simulated" else "manual"
+
+
+def _merge(ctx: StepContext, man: manifest.Manifest, splits: dict[str, list[str]], cands: list[Labelled],
+           names: list[str], *, dry: bool = False) -> manifest.MergeResult:
+    """The guarded merge of iteration k's labelled picks into its dataset version (dry: nothing written)."""
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    res = manifest.merge(man, splits, cands, iteration=k, img_dir=paths.added_images(k),
+                         lbl_dir=paths.added_labels(k), nc=len(names), iou=cfg.validation.iou,
+                         near_distance=cfg.review.near_duplicate_distance, dry=dry,
+                         on_bad_data=cfg.dataset.on_bad_data)
+    if res.pseudo_check:
+        res.pseudo_check = _named(res.pseudo_check, names)
+    return res
+
+
+def _keep_val(k: int, res: manifest.MergeResult) -> None:
+    if not res.splits["val"]:
+        raise StepError(f"Review of iteration {k} would leave the validation split empty; lower "
+                        f"active_learning.max_samples_per_iteration or add validation images.")
+
+
+def merge_counts(res: manifest.MergeResult) -> dict:
+    """What a merge adds, moves and drops, under review.json's keys (the import and its preview report these)."""
+    return {"added_images": len(res.added), "added_boxes": res.added_boxes,
+            "removed_from_val": len(res.moved_from_val), "skipped_test_duplicates": len(res.refused_test),
+            "duplicates_dropped": len(res.dropped_duplicates), "relabelled": len(res.relabelled),
+            "near_duplicates": len(res.near_duplicates), "bad_data_skipped": len(res.bad_data)}
+
+
+def preview(ctx: StepContext) -> dict:
+    """What continuing the review would import, found by the import itself run dry: the backend's collect and
+    the guarded merge decide as run() would, but nothing is written (no package, copies, label files, manifest,
+    unpacked zip) and nothing is emitted. Counts under review.json's keys, plus `source` (where the labels come
+    from), `dataset_version` and `train_images` (the current version). Raises what the import would raise; a
+    Roboflow review returns {"unknown": True} (its labels exist only after the download)."""
+    k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
+    hard = artifacts.load_hard_examples(paths, k)
+    ver, splits = dataset.read_snapshot(paths.dataset_version(k))
+    names = list(ver["names"])
+    frozen = set(splits["test"])
+    picks = [p for p in hard.picks if p["image"] not in frozen]  # as _guard_test, without its warning
+    mode = _mode(ctx)
+    if mode == "manual" and cfg.review.backend == "roboflow":
+        return {"unknown": True, "picks": len(picks), "source": "Roboflow"}
+    near = cfg.review.near_duplicate_distance
+    # a returned zip is unpacked here, outside the run tree (the merge may read images from it), then removed
+    with tempfile.TemporaryDirectory(prefix="al-import-preview-") as scratch:
+        if mode == "manual":
+            cands, summary = _backend(cfg.review.backend).collect(ctx, picks, names, dry=True,
+                                                                  unpack_dir=Path(scratch) / "unpacked")
+        else:
+            cands = _labels_for_picks(ctx, picks, names, mode)
+            summary = {"source": "SIMULATED labels" if mode == "simulated" else "pseudo-labels"}
+        man = manifest.for_version(paths.manifest(k), k, splits, str(cfg.dataset.data_yaml),
+                                   with_phash=near is not None)
+        res = _merge(ctx, man, splits, cands, names, dry=True)
+    _keep_val(k, res)
+    return {"mode": mode, "picks": len(picks), "returned_labelled": len(cands), **summary, **merge_counts(res),
+            "dataset_version": ver["id"], "train_images": len(splits["train"])}
 
 
 def _named(check: dict, names: list[str]) -> dict:
@@ -227,6 +287,10 @@ def _named(check: dict, names: list[str]) -> dict:
 
 def _report_merge(ctx: StepContext, res: manifest.MergeResult) -> None:
     say = ctx.ui.emit
+    if res.bad_data:
+        say(Message(f"[REVIEW] WARNING: {len(res.bad_data)} problems in reviewed images that training would drop; "
+                    f"dataset.on_bad_data: skip left those images out (listed in the manifest diff), e.g. "
+                    f"{res.bad_data[0]}", "warning"))
     if res.refused_test:
         say(Message(f"[REVIEW] WARNING: {len(res.refused_test)} images identical to test images were not added to "
                     f"training (the test split is frozen)", "warning"))

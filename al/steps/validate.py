@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 
-from al.core import store
+from al.core import artifacts
 from al.core.context import StepContext
 from al.core.errors import Interrupted, StepError
 from al.core.events import Message, Progress
 from al.data import dataset
 from al.metrics.matching import match_record, summarize
-from al.yolo import detector
+from al.yolo import checkpoints, detector
 
 
 def train_sample(ctx: StepContext, train: list[str], base_train: list[str]) -> list[str]:
@@ -54,9 +54,8 @@ def evaluate(ctx: StepContext, images: list[str], names: list[str], preds: dict[
 def run(ctx: StepContext) -> str:
     k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
     weights = paths.best(k)
-    if not weights.is_file():
-        raise StepError(f"Model not found: {weights}. Iteration {k}'s model was never trained; run with "
-                        f"--start-iteration {k} to retrain it from iteration {max(k - 1, 0)}.")
+    checkpoints.ensure(weights, f"Iteration {k}'s model", warn=lambda text: ctx.say(text, "warning"),
+                       fix=checkpoints.remake_advice(ctx.env, k))
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
     _, base = dataset.read_snapshot(paths.dataset_version(0))
     names = list(ver["names"])
@@ -77,7 +76,7 @@ def run(ctx: StepContext) -> str:
             raise Interrupted("validation stopped; --resume re-runs it")
         ctx.ui.emit(Progress("validate", done, total, "images"))
 
-    # One streamed pass over every image this step needs; later steps reuse validation.json, never re-predict.
+    # One streamed pass over every image this step needs; later steps reuse its records, never re-predict.
     for p in detector.predict(weights, todo, imgsz=cfg.training.imgsz, conf=0.001, iou=vc.nms_iou, batch=vc.batch,
                               device=cfg.training.device, on_progress=progress, model=model):
         preds[p.path] = p
@@ -90,21 +89,19 @@ def run(ctx: StepContext) -> str:
     res = evaluate(ctx, val, names, preds)
     train_res = evaluate(ctx, sample, names, preds) if sample else None
     test_res = evaluate(ctx, test, names, preds) if test else None
-    out = {
-        "iteration": k, "split": "val", "weights": str(weights), "conf": vc.conf, "iou": vc.iou,
-        "names": names, "dataset_version": ver["id"],
-        "images": res["records"], "per_class": res["per_class"], "overall": res["overall"],
-        "map50": res["map50"], "map50_95": res["map50_95"],
-        "train_f1": train_res["overall"]["f1"] if train_res else None, "train_sample": len(sample),
-        "test": ({"map50": test_res["map50"], "map50_95": test_res["map50_95"], **test_res["overall"],
-                  "per_class": test_res["per_class"], "images": len(test)} if test_res else None),
-        "timing": {"predict_s": round(predict_s, 3), "images": len(todo)},
-    }
-    store.write_json(paths.validation(k), out)
-    o = out["overall"]
-    ctx.ui.emit(Message(f"[VALIDATE] P={o['precision']:.4f} R={o['recall']:.4f} F1={o['f1']:.4f} "
-                         f"mAP50={out['map50']:.4f} mAP50-95={out['map50_95']:.4f} "
-                         f"(TP={o['tp']} FP={o['fp']} FN={o['fn']}, {len(val)} images)"))
+    summary = artifacts.ValidationSummary(
+        iteration=k, split="val", weights=str(weights), conf=vc.conf, iou=vc.iou, names=names,
+        dataset_version=ver["id"], per_class=res["per_class"], overall=res["overall"],
+        map50=res["map50"], map50_95=res["map50_95"],
+        train_f1=train_res["overall"]["f1"] if train_res else None, train_sample=len(sample),
+        test=({"map50": test_res["map50"], "map50_95": test_res["map50_95"], **test_res["overall"],
+               "per_class": test_res["per_class"], "images": len(test)} if test_res else None),
+        timing={"predict_s": round(predict_s, 3), "images": len(todo)})
+    artifacts.save_validation(paths, k, summary, artifacts.ValidationRecords(iteration=k, images=res["records"]))
+    o = summary.overall
+    ctx.ui.emit(Message(f"[VALIDATE] P={o.precision:.4f} R={o.recall:.4f} F1={o.f1:.4f} "
+                         f"mAP50={summary.map50:.4f} mAP50-95={summary.map50_95:.4f} "
+                         f"(TP={o.tp} FP={o.fp} FN={o.fn}, {len(val)} images)"))
     if test_res:
         ctx.ui.emit(Message(f"[VALIDATE] test: mAP50={test_res['map50']:.4f} "
                              f"mAP50-95={test_res['map50_95']:.4f} F1={test_res['overall']['f1']:.4f}"))

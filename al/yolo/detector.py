@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -244,7 +244,7 @@ def predict_raw(
         head, backbone_end = _hook_points(model.predictor.model)
         cap: dict = {}
 
-        def on_head(module, inputs, output):
+        def on_head(module, inputs, output, cap=cap):  # bound: a hook of this chunk's pass only
             raw = output[1] if isinstance(output, tuple) else None
             if not isinstance(raw, dict):
                 raise DetectorError("Unexpected Detect head output; pool scoring supports YOLOv8/11/26 detectors.")
@@ -257,7 +257,7 @@ def predict_raw(
             cap.update(top=top.cpu().numpy(), cand=cand.cpu().numpy(), class_max=probs.amax(2).cpu().numpy(),
                        i=0)
 
-        def on_backbone(module, inputs, output):
+        def on_backbone(module, inputs, output, cap=cap):
             cap["emb"] = output.float().mean(dim=(2, 3)).cpu().numpy()
 
         handles = [head.register_forward_hook(on_head), backbone_end.register_forward_hook(on_backbone)]

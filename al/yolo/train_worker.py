@@ -1,7 +1,9 @@
 """Runs one Ultralytics training in its own process (python -m al.yolo.train_worker SPEC.json).
 
 A child process keeps training off the orchestrator's (and the TUI's) thread, lets a quit stop it cleanly, and
-sends its console output to training_log.txt. Progress goes to a JSON-lines file the parent follows.
+sends its console output to training_log.txt. Progress goes to a JSON-lines file the parent follows. After every
+saved epoch the checkpoints Ultralytics just rewrote in place are verified and copied to the loop's own good copies
+(al.yolo.checkpoints), so a kill mid-write never costs more than that epoch.
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ class _Progress:
         self.fh.write(json.dumps(ev) + "\n")
 
 
+EXIT_IO = 75
+"""Exit status of a training stopped by an OSError (disk full, read-only folder); the parent says which path."""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
     _die_with_parent()
     parent = os.getppid()
+    from al.yolo import checkpoints
     from al.yolo.detector import prepare_offline, resolve_device
 
     prepare_offline(Path(spec["yolo_config_dir"]))
@@ -69,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         prog.emit(event="epoch_end", epoch=epoch, epochs=tr.epochs, metrics=metrics,
                   fitness=float(tr.fitness or 0.0))
 
+    def on_model_save(tr):
+        # best first: a kill between the two leaves a good last no newer than the good best
+        if tr.best_fitness == tr.fitness:  # Ultralytics' own test for "best.pt was rewritten this epoch"
+            checkpoints.keep(tr.best)
+        checkpoints.keep(tr.last)
+
     last = Path(spec["project"]) / spec["name"] / "weights" / "last.pt"
     if spec.get("resume") and last.is_file():
         model = YOLO(str(last))
@@ -84,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     model.add_callback("on_train_epoch_start", on_epoch_start)
     model.add_callback("on_train_batch_end", on_batch_end)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    model.add_callback("on_model_save", on_model_save)
     prog.emit(event="start", epochs=spec["epochs"])
     try:
         model.train(**kwargs)
@@ -92,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         if "nothing to resume" not in str(e):
             raise
         prog.emit(event="resume", checkpoint=f"{last} (already finished)")
+    except OSError as e:  # a full disk or a read-only folder: the parent turns this into one line
+        print(f"[TRAIN] stopped by an I/O error: {e}", file=sys.stderr, flush=True)
+        try:
+            prog.emit(event="io_error", errno=e.errno, path=str(e.filename or ""), strerror=e.strerror or str(e))
+        except OSError:
+            pass  # the progress file is on the same full disk; the exit status still tells the parent
+        return EXIT_IO
     best = Path(spec["project"]) / spec["name"] / "weights" / "best.pt"
     prog.emit(event="done", best=str(best), ok=best.is_file())
     return 0 if best.is_file() else 4

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.text import Text
 from textual import work
@@ -17,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Static
 
-from al.app.api import STEPS, read_history, run_loop
+from al.app.api import STEPS, preview_import, read_history, run_loop
 from al.core.context import StepContext, Tee
 from al.core.events import (
     Event,
@@ -103,7 +104,8 @@ class LoopApp(App[int]):
         self._plock = threading.Lock()
         self._stop = threading.Event()
         self._early = list(early or [])
-        ctx.ui = Tee(self, *(sinks or []))
+        self._sinks = list(sinks or [])
+        ctx.ui = Tee(self, *self._sinks)
 
     # ---- the Frontend protocol (called on the runner thread) ------------------------------------------------
     def emit(self, ev: Event) -> None:
@@ -153,6 +155,8 @@ class LoopApp(App[int]):
         self.query_one(ClassPlot).set_data([])
         for early in self._early:
             self._show_lines(early)
+        for sink in self._sinks:  # the banner the console prints goes to al_loop.log too
+            sink(ev)
         self._show_lines(ev)
         self._status("STARTING", "Loading the run history…")
         self.set_interval(1.0, self._tick)
@@ -188,6 +192,8 @@ class LoopApp(App[int]):
             code, err = int(self.runner(self.ctx)), None
         except BaseException:  # a bug in the core: show it, never leave the UI hanging
             code, err = 1, traceback.format_exc()
+            # with its traceback into al_loop.log too (the CLI's LogFile listens to this logger), as the dialog says
+            logging.getLogger("al").exception("The loop stopped on an unexpected error")
         self.post_message(RunnerDone(code, err))
 
     def _forward(self, ev: Event) -> None:
@@ -329,14 +335,13 @@ class LoopApp(App[int]):
         if isinstance(self.screen, ConfirmScreen) and self.screen.tag == "quit":
             self._deferred_review = msg  # the quit question comes first; 'no' brings the review up
             return
-        info = msg.info
-        screen = ReviewScreen(info, self.ctx.env.paths.dataset_version(int(info.get("iteration", self.ctx.iteration))))
+        screen = ReviewScreen(msg.info, lambda: preview_import(self.ctx))
 
         def answered(ok: bool | None) -> None:
             ok = bool(ok)
             if ok:
-                d = screen.diff
-                self.ctx.say("[REVIEW] Continuing" + (f": {d.headline()}" if d else ""))
+                pv = screen.preview
+                self.ctx.say("[REVIEW] Continuing" + (f": {pv.headline()}" if pv else ""))
                 self._status("RUNNING", "importing the reviewed dataset")
             else:
                 self.exit_requested = True

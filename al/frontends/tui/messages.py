@@ -29,7 +29,7 @@ class ProgressTick(Message):
 class ReviewWanted(Message):
     """The runner is blocked in wait_for_review until an answer (True: continue, False: quit) is put in `answer`."""
 
-    def __init__(self, info: dict, answer: "queue.Queue[bool]") -> None:
+    def __init__(self, info: dict, answer: queue.Queue[bool]) -> None:
         super().__init__()
         self.info = info
         self.answer = answer

@@ -173,7 +173,7 @@ class MetricRow:
     reason: str
 
     @classmethod
-    def parse(cls, row: dict) -> "MetricRow":
+    def parse(cls, row: dict) -> MetricRow:
         def i(k):
             v = _num(row.get(k))
             return None if v is None else int(v)

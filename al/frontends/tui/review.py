@@ -1,7 +1,8 @@
-"""The manual review pause: the picks and why, where the crops are, what to do, and what the export changes."""
+"""The manual review pause: the picks and why, where the crops are, what to do, and what continuing imports."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.text import Text
@@ -13,7 +14,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from al.frontends.tui import dataset_diff
+from al.app.api import ImportPreview, review_block
 from al.frontends.tui.modals import ConfirmScreen
 
 SHORT = {"class_balance": "class", "size_diversity": "size", "spatial_diversity": "spatial", "uncertainty": "uncert"}
@@ -24,37 +25,38 @@ def _short(name: str) -> str:
     return SHORT.get(name, name.split("_")[0][:7])
 
 
+def _block(info: dict) -> tuple[str, str]:
+    """The console's review block (al.app.api.review_block) as (headline, the rest), without its rules of '='."""
+    lines = [ln for ln in review_block(info).splitlines() if not ln or ln.strip("=")]
+    return (lines[0], "\n".join(lines[1:])) if lines else ("", "")
+
+
 class ReviewScreen(Screen[bool]):
-    """Shown while the runner waits in wait_for_review; dismisses with True (continue) or False (quit)."""
+    """Shown while the runner waits in wait_for_review; dismisses with True (continue) or False (quit). `check`
+    answers what continuing imports (al.app.api.preview_import); it runs on a worker thread."""
 
     BINDINGS = [Binding("enter", "continue", "Continue", priority=True),
-                Binding("r", "recheck", "Re-check export"),
+                Binding("r", "recheck", "Check again"),
                 Binding("q", "quit_review", "Quit (awaiting review)")]
 
-    class DiffReady(Message):
-        def __init__(self, diff: dataset_diff.DatasetDiff, purpose: str) -> None:
+    class PreviewReady(Message):
+        def __init__(self, preview: ImportPreview, purpose: str) -> None:
             super().__init__()
-            self.diff, self.purpose = diff, purpose
+            self.preview, self.purpose = preview, purpose
 
-    def __init__(self, info: dict, version_dir: Path) -> None:
+    def __init__(self, info: dict, check: Callable[[], ImportPreview]) -> None:
         super().__init__()
         self.info = info
-        self.version_dir = version_dir
+        self.check = check
         self.picks: list[dict] = list(info.get("picks") or [])
         self.components = list(dict.fromkeys(k for p in self.picks for k in (p.get("components") or {})))
-        self.diff: dataset_diff.DatasetDiff | None = None
+        self.preview: ImportPreview | None = None
         self.checking = False
         self.answered = False
 
     def compose(self) -> ComposeResult:
-        info = self.info
-        yield Static(Text(f" MANUAL REVIEW REQUIRED · iteration {info.get('iteration')} · "
-                          f"{info.get('hard_examples', len(self.picks))} hard examples ", style="bold"),
-                     id="review-title")
-        facts = [f"FN crops: {info.get('fn_crops', '')}", f"Picks:    {info.get('hard_examples_file', '')}"]
-        if info.get("backend_status") or info.get("backend"):
-            facts.append(f"Backend:  {info.get('backend_status') or info.get('backend')}")
-        yield Static("\n".join(facts), id="review-facts", markup=False)
+        headline, block = _block(self.info)
+        yield Static(Text(f" {headline} ", style="bold"), id="review-title")
         with Horizontal(id="review-body"):
             with Vertical(id="review-left"):
                 table = DataTable(id="picks", cursor_type="row", zebra_stripes=True)
@@ -64,15 +66,14 @@ class ReviewScreen(Screen[bool]):
                     box.border_title = "Selected pick: errors and their crops"
                     yield Static("", id="pick-detail", markup=False)
             with Vertical(id="review-right"):
-                diff = Static("Checking the export…", id="diff", markup=False)
-                diff.border_title = "What continuing imports"
-                yield diff
+                preview = Static("Checking what continuing imports…", id="preview", markup=False)
+                preview.border_title = "What continuing imports"
+                yield preview
                 with VerticalScroll(id="steps-box") as box:
-                    box.border_title = "Next steps"
-                    yield Static("\n".join(f"{i}. {s}" for i, s in enumerate(info.get("steps") or [], 1)),
-                                 id="next-steps", markup=False)
-        yield Static("Enter: continue with the exported dataset · r: re-check the export · "
-                     "q: quit (the run stays awaiting review; --resume imports the export)", id="review-help")
+                    box.border_title = "What to do"
+                    yield Static(block, id="review-block", markup=False)
+        yield Static("Enter: continue (imports the reviewed labels) · r: check again what continuing imports · "
+                     "q: quit (the run stays awaiting review; --resume imports the labels)", id="review-help")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -116,41 +117,40 @@ class ReviewScreen(Screen[bool]):
         if event.row_key is not None and event.row_key.value is not None:
             self._show_pick(int(event.row_key.value))
 
-    @work(thread=True, exclusive=True, group="dataset-diff")
+    @work(thread=True, exclusive=True, group="import-preview")
     def _check(self, purpose: str) -> None:
-        """Hash and count the export on a worker thread; the answer comes back as a DiffReady message."""
-        diff = dataset_diff.preview(self.info, self.version_dir)
-        self.post_message(self.DiffReady(diff, purpose))
+        """The import, run dry on a worker thread (it hashes); the answer comes back as a PreviewReady message."""
+        self.post_message(self.PreviewReady(self.check(), purpose))
 
     def answer(self, ok: bool) -> None:
-        """Dismiss once with the human's decision (late diff results are ignored afterwards)."""
+        """Dismiss once with the human's decision (late previews are ignored afterwards)."""
         if not self.answered:
             self.answered = True
             self.dismiss(ok)
 
-    def on_review_screen_diff_ready(self, msg: DiffReady) -> None:
+    def on_review_screen_preview_ready(self, msg: PreviewReady) -> None:
         if self.answered:
             return
-        self.diff = msg.diff
+        pv = self.preview = msg.preview
         self.checking = False
-        panel = self.query_one("#diff", Static)
-        panel.update(msg.diff.summary())
-        panel.set_class(msg.diff.changed, "changed")
-        panel.set_class(not msg.diff.changed, "unchanged")
+        panel = self.query_one("#preview", Static)
+        panel.update(pv.summary())
+        panel.set_class(pv.changed, "changed")
+        panel.set_class(not pv.changed, "unchanged")
         if msg.purpose != "continue":
             return
-        if msg.diff.changed or msg.diff.unknown:
+        if pv.changed or pv.unknown:
             self.answer(True)
             return
-        if msg.diff.error:
-            why = msg.diff.error
-        elif msg.diff.kind == "returned":
-            why = (f"None of the {msg.diff.picks_returned} returned label files differs from the model's "
-                   f"pre-annotations ({msg.diff.combined_dir}): they look unreviewed.")
+        if pv.error:
+            why = pv.error
+        elif pv.unreviewed:
+            why = (f"None of the {pv.returned_labelled} returned label files differs from the model's "
+                   f"pre-annotations ({pv.source}): they look unreviewed.")
         else:
-            why = (f"The export in {msg.diff.combined_dir} adds no new images to the training set (dataset version "
-                   f"{msg.diff.version}). Retraining now uses the same data.")
-        self.app.push_screen(ConfirmScreen("Nothing changed in the combined dataset", why + "\n\nContinue anyway?",
+            why = (f"{pv.source} adds no new images to the training set (dataset version {pv.dataset_version}). "
+                   f"Retraining now uses the same data.")
+        self.app.push_screen(ConfirmScreen("Nothing new to import", why + "\n\nContinue anyway?",
                                            yes="Continue anyway", no="Back to review", tag="unchanged"),
                              callback=lambda yes: self.answer(True) if yes else None)
 
@@ -158,11 +158,11 @@ class ReviewScreen(Screen[bool]):
         if self.checking:
             return
         self.checking = True
-        self.query_one("#diff", Static).update("Checking the export before continuing…")
+        self.query_one("#preview", Static).update("Checking what continuing imports…")
         self._check("continue")
 
     def action_recheck(self) -> None:
-        self.query_one("#diff", Static).update("Checking the export…")
+        self.query_one("#preview", Static).update("Checking what continuing imports…")
         self._check("show")
 
     def action_quit_review(self) -> None:
