@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from al.core import store
@@ -14,7 +16,7 @@ from al.core.errors import UserError
 from al.core.events import Message
 from al.core.paths import RunPaths
 from al.core.state import RunState
-from al.data import check, dataset, hashing
+from al.data import check, dataset, hashing, manifest
 from al.yolo import checkpoints
 
 log = logging.getLogger("al")
@@ -25,13 +27,49 @@ class RunError(UserError):
 
 
 def _split_overlaps(splits: dict[str, list[str]]) -> list[str]:
-    hashes = {k: {hashing.file_hash(p): p for p in v} for k, v in splits.items()}
-    out = []
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        common = hashes[a].keys() & hashes[b].keys()
-        if common:
-            out.append(f"{len(common)} images are in both '{a}' and '{b}' (e.g. {hashes[b][next(iter(common))]})")
-    return out
+    """Images in both train and val by content (warned: both are the labelled set; the test split is guarded apart,
+    by _test_copies)."""
+    hashes = {k: {hashing.file_hash(p): p for p in splits[k]} for k in ("train", "val")}
+    common = hashes["train"].keys() & hashes["val"].keys()
+    return [f"{len(common)} images are in both 'train' and 'val' (e.g. {hashes['val'][next(iter(common))]})"] \
+        if common else []
+
+
+def _test_copies(splits: dict[str, list[str]]) -> dict[str, str]:
+    """Train and val images whose content equals a test image (listed in both, or a byte-identical copy) -> that
+    test image."""
+    test = {hashing.file_hash(p): p for p in splits["test"]}
+    return {p: test[h] for k in ("train", "val") for p in splits[k] if (h := hashing.file_hash(p)) in test}
+
+
+def _test_near_duplicates(splits: dict[str, list[str]], distance: int) -> list[dict]:
+    """Training images whose perceptual hash is within `distance` of a test image (the manifest's check)."""
+    man = manifest.Manifest(0, {p: {"split": k, "phash": manifest.phash(p)} for k in ("train", "test")
+                                for p in splits[k]})
+    return manifest.near_duplicates(man, list(dict.fromkeys(splits["train"])), distance)
+
+
+def _listed(items: list[str], where: Path, most: int = 10) -> str:
+    """The first `most` items joined, and how many more there are in `where`."""
+    more = f"; and {len(items) - most} more" if len(items) > most else ""
+    return "; ".join(items[:most]) + more + f" (all listed in {where})"
+
+
+def _warn_test_near_duplicates(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, list[str]]
+                               ) -> list[dict]:
+    """Warn about training images that are near-duplicates of test images (review.near_duplicate_distance; null
+    turns the check off); returns the pairs."""
+    near = cfg.review.near_duplicate_distance
+    if near is None or not splits["test"]:
+        return []
+    pairs = _test_near_duplicates(splits, near)
+    if pairs:
+        shown = _listed([f"{d['image']} ~ test {d['other']} (distance {d['distance']})" for d in pairs],
+                        paths.dataset_version(0) / "version.json")
+        ui.emit(Message(f"[DATASET] WARNING: {len(pairs)} training images of {cfg.dataset.data_yaml} are "
+                        f"near-duplicates of test images (perceptual hash within review.near_duplicate_distance "
+                        f"{near}), so test figures are optimistic: {shown}", "warning"))
+    return pairs
 
 
 def init_dataset(cfg: Config, paths: RunPaths, ui: Frontend) -> dict:
@@ -40,18 +78,28 @@ def init_dataset(cfg: Config, paths: RunPaths, ui: Frontend) -> dict:
     splits = {k: spec.splits[k] for k in ("train", "val", "test")}
     with hashing.persisted(paths.hash_cache):  # the manifest of version 0 reuses these hashes
         problems = _split_overlaps(splits)
+        copies = _test_copies(splits)
     for problem in problems:
         ui.emit(Message(f"[DATASET] WARNING: {problem} in {cfg.dataset.data_yaml}; metrics on overlapping splits "
                         f"are optimistic", "warning"))
-    if splits["test"]:
-        test = set(splits["test"])
-        splits["train"] = [p for p in splits["train"] if p not in test]
-        splits["val"] = [p for p in splits["val"] if p not in test]
+    if copies:  # the test split never reaches training, not even as a copy under another name
+        ui.emit(Message(f"[DATASET] WARNING: {len(copies)} train/val images of {cfg.dataset.data_yaml} are identical "
+                        f"to test images and were removed from train/val (the test split never reaches training): "
+                        + _listed([f"{a} = test {b}" for a, b in copies.items()],
+                                  paths.dataset_version(0) / "version.json"), "warning"))
+        splits = {k: v if k == "test" else [p for p in v if p not in copies] for k, v in splits.items()}
+        for k in ("train", "val"):
+            if not splits[k]:
+                raise RunError(f"{cfg.dataset.data_yaml}: every image of split '{k}' is a copy of a test image. "
+                               f"Give '{k}' images of its own: the test split is kept for the final figures only.")
     splits, skipped = check_data(cfg, paths, ui, splits, spec.names, source=str(cfg.dataset.data_yaml))
+    near = _warn_test_near_duplicates(cfg, paths, ui, splits)
     return dataset.write_snapshot(paths.dataset_version(0), spec.names, splits,
                                   {"version": 0, "names": spec.names, "parent": None, "origin": "config",
                                    "source": str(cfg.dataset.data_yaml),
-                                   **({"data_check": skipped} if skipped else {})})
+                                   **({"data_check": skipped} if skipped else {}),
+                                   **({"test_copies_removed": copies} if copies else {}),
+                                   **({"test_near_duplicates": near} if near else {})})
 
 
 def check_data(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, list[str]], names: list[str], *,
@@ -72,8 +120,10 @@ def check_data(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, lis
     if not skip:
         how = ("Fix the files, or set dataset.on_bad_data: skip in {cfg} to leave the bad images out of training "
                "and validation." if can_skip else
-               "A dataset version already written cannot leave images out: fix the files, or re-run from an "
-               "earlier iteration with --start-iteration.").format(cfg=cfg.source_path)
+               "A dataset version already written cannot leave images out: fix the files, then run the same "
+               "command again; or set dataset.on_bad_data: skip and start over from the dataset with "
+               "--start-iteration 0 (it leaves the bad images out; later iterations are moved aside, not deleted)."
+               ).format(cfg=cfg.source_path)
         raise check.BadDataError(f"Dataset check of {source}: {rep.headline()} that training would drop as corrupt "
                                  f"(validation would not), so nothing was trained:\n{rep.describe()}\n"
                                  f"All of them: {paths.data_check_report}. {how}")
@@ -104,29 +154,119 @@ def _check_versions(cfg: Config, paths: RunPaths, ui: Frontend, versions: list[i
                    can_skip=False)
 
 
-def _supersede(paths: RunPaths, start: int) -> Path | None:
-    """Move iterations >= start (and their dataset versions >= start+1) aside, never deleting them."""
+def _numbered(folder: Path, path_of: Callable[[int], Path], start: int) -> list[Path]:
+    """The entries of `folder` that are path_of(k) for a k >= start (k is the first number in the name)."""
+    out = []
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            m = re.search(r"\d+", f.name)
+            if m and int(m.group()) >= start and path_of(int(m.group())) == f:
+                out.append(f)
+    return out
+
+
+def _supersede(cfg: Config, paths: RunPaths, start: int) -> Path | None:
+    """Move every artefact of iterations >= start aside under superseded/<stamp>/ (same relative paths), never
+    deleting anything: their iteration folders, dataset versions >= start and added images, iteration reports and
+    prompt versions; the CSV's rows >= start and their prompt_history entries leave the live files (the old files
+    are kept there as copies), and the trend plots are drawn again from the rows that stay."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = paths.root / "superseded" / stamp
+    dest, n = paths.root / "superseded" / stamp, 1
+    while dest.exists():  # two restarts within one second
+        n += 1
+        dest = paths.root / "superseded" / f"{stamp}-{n}"
     moved = False
-    if paths.iterations.is_dir():
-        for d in sorted(paths.iterations.glob("iteration_*")):
-            if d.name.split("_")[1].isdigit() and int(d.name.split("_")[1]) >= start:
-                (dest / "iterations").mkdir(parents=True, exist_ok=True)
-                shutil.move(str(d), dest / "iterations" / d.name)
-                moved = True
-    if paths.dataset_root.is_dir():
-        for d in sorted(paths.dataset_root.glob("v[0-9][0-9][0-9]")):
-            if int(d.name[1:]) >= max(start, 1) or start == 0:
-                (dest / "dataset").mkdir(parents=True, exist_ok=True)
-                shutil.move(str(d), dest / "dataset" / d.name)
-                moved = True
+
+    def aside(f: Path, *, copy: bool = False) -> None:
+        nonlocal moved
+        target = dest / f.relative_to(paths.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if copy:
+            (shutil.copytree if f.is_dir() else shutil.copy2)(f, target)
+        else:
+            shutil.move(str(f), target)
+        moved = True
+
+    added = paths.added_images(0).parent.parent
+    for f in (_numbered(paths.iterations, paths.iteration, start)
+              + _numbered(paths.dataset_root, paths.dataset_version, start)
+              + _numbered(added, lambda k: paths.added_images(k).parent, start)
+              + _numbered(paths.iteration_report(0).parent, paths.iteration_report, start)
+              + _numbered(paths.prompt_versions, paths.prompts, start)):
+        aside(f)
+    if paths.prompt_history.is_file():
+        try:
+            versions = store.read_json(paths.prompt_history).get("versions", [])
+            kept = [v for v in versions if int(v["iteration"]) < start]
+        except (store.StoreError, KeyError, TypeError, ValueError, AttributeError):
+            aside(paths.prompt_history)  # unreadable: analyze starts a new history
+        else:
+            if len(kept) != len(versions):
+                aside(paths.prompt_history, copy=True)
+                store.write_json(paths.prompt_history, {"versions": kept})
+    rows = store.read_csv(paths.convergence_csv)
+    stale = [r for r in rows if str(r.get("iteration", "")).isdigit() and int(r["iteration"]) >= start]
+    if stale:
+        kept_rows = [r for r in rows if r not in stale]
+        aside(paths.convergence_csv, copy=True)
+        store.write_csv(paths.convergence_csv, kept_rows, list(rows[0]))
+        if paths.convergence_plots.is_dir():
+            aside(paths.convergence_plots, copy=bool(kept_rows))
+        if kept_rows:  # the plots show the CSV: draw them again without the superseded rows
+            from al.report import plots
+
+            names = dataset.read_snapshot(paths.dataset_version(0))[0]["names"] \
+                if (paths.dataset_version(0) / "version.json").is_file() else []
+            plots.plot_trends(kept_rows, paths.convergence_plots, target_f1=cfg.active_learning.target_f1,
+                              names=names)
     return dest if moved else None
+
+
+def _remove_temp(paths: RunPaths, ui: Frontend) -> None:
+    """Delete the temp files that writes killed mid-way left in the run tree (a kill -9 leaves its .NAME.XXXX.tmp
+    beside the file it was replacing, up to a checkpoint's size each): the caller holds the run lock, so none of
+    them is being written. The dataset versions' link mirrors and superseded runs are not walked."""
+    removed = store.remove_temp(paths.root, skip=(dataset.MIRROR, "superseded", ".yolo_config"))
+    if removed:
+        ui.emit(Message(f"[INIT] Removed {len(removed)} temp files that interrupted writes left behind (e.g. "
+                        f"{removed[0].relative_to(paths.root)})"))
 
 
 def has_run_tree(paths: RunPaths) -> bool:
     """The run directory holds iterations (a run whose state file may be lost)."""
     return paths.iterations.is_dir() and any(d.is_dir() for d in paths.iterations.glob("iteration_*"))
+
+
+def _check_baseline(cfg: Config) -> None:
+    """A .pt baseline must load as an Ultralytics checkpoint before a run starts on it: a failed download or a
+    renamed file would otherwise fail the baseline training (or, in a dry run, validate), where --start-iteration 0
+    would only copy the same file again."""
+    b = cfg.model.baseline
+    why = checkpoints.problem(Path(b)) if b.endswith(".pt") else None
+    if why:
+        raise RunError(f"{cfg.source_path}: key 'model.baseline' = {b!r} does not load as an Ultralytics checkpoint "
+                       f"({why}); set model.baseline to a model YAML (e.g. yolov8n.yaml) to train from scratch, or "
+                       f"to a trained Ultralytics .pt.")
+
+
+def _done_state(paths: RunPaths) -> RunState | None:
+    """The saved state when it says the run is complete (None when it does not, or cannot be read)."""
+    try:
+        state = RunState.load(paths)
+    except store.StoreError:
+        return None
+    return state if state.step == "done" else None
+
+
+def _complete_advice(cfg: Config, paths: RunPaths, state: RunState, dry_run: bool, auto: bool) -> str:
+    """'is complete (why). <what to do>': a complete run stopped at the converge step of its last iteration K, so
+    there are no picks to start iteration K+1 from; going on past a raised limit re-makes iteration K."""
+    k = state.iteration
+    cmd = RunEnv(cfg=cfg, paths=paths, opts=Options(dry_run=state.dry_run or dry_run, auto=state.auto or auto)).command
+    return (f"is complete ({state.reason}). Use --start-iteration N to re-run from iteration N, or set run_dir to a "
+            f"new folder to start another run. To go on past the limit, raise active_learning.max_iterations / "
+            f"target_f1 in {cfg.source_path} and re-run iteration {k} with: {cmd('--start-iteration', k)} "
+            f"(iteration {k}'s model is trained again; iterations >= {k} are moved aside, not deleted).")
 
 
 def _repair_fix(cfg: Config) -> str:
@@ -144,6 +284,10 @@ def open_run(cfg: Config, *, resume: bool, start_iteration: int | None, dry_run:
         raise RunError("--resume and --start-iteration exclude each other: --resume continues where the run "
                        "stopped, --start-iteration N re-runs from iteration N.")
     if exists and not resume and start_iteration is None:
+        done = _done_state(paths)
+        if done is not None:
+            raise RunError(f"A run already exists in {paths.root} (state: {paths.state}) and "
+                           f"{_complete_advice(cfg, paths, done, dry_run, auto)}")
         raise RunError(f"A run already exists in {paths.root} (state: {paths.state}). Use --resume to continue "
                        f"it, --start-iteration N to re-run from iteration N, or set run_dir to a new folder.")
     if not exists and start_iteration is None and has_run_tree(paths):
@@ -151,13 +295,12 @@ def open_run(cfg: Config, *, resume: bool, start_iteration: int | None, dry_run:
                        f"run_dir to a new folder to start another run).")
     if resume and not exists:
         raise RunError(f"No run to resume in {paths.root} ({paths.state} not found). Start one without --resume.")
+    _remove_temp(paths, ui)
 
     if resume:
         state = RunState.load(paths, fix=_repair_fix(cfg) + ".")
         if state.step == "done":
-            raise RunError(f"The run in {paths.root} is complete ({state.reason}). Use --start-iteration N to "
-                           f"re-run from iteration N, or raise active_learning.max_iterations / target_f1 and "
-                           f"use --start-iteration {state.iteration + 1}.")
+            raise RunError(f"The run in {paths.root} {_complete_advice(cfg, paths, state, dry_run, auto)}")
         if state.config_digest and state.config_digest != cfg.digest():
             ui.emit(Message(f"[RESUME] NOTE: {cfg.source_path} changed since the run started; the new values "
                             f"apply from the current step on.", "warning"))
@@ -194,11 +337,13 @@ def open_run(cfg: Config, *, resume: bool, start_iteration: int | None, dry_run:
                                f"extract; missing: {missing[0]}. Use a lower N or --resume.")
             _check_versions(cfg, paths, ui, [prev])
         else:  # refuse bad data before anything is moved aside (init_dataset below reports and skips)
+            _check_baseline(cfg)
             spec = dataset.read_data_yaml(cfg.dataset.data_yaml)
             check_data(cfg, paths, Listeners(), spec.splits, spec.names, source=str(cfg.dataset.data_yaml))
-        moved = _supersede(paths, start_iteration)
+        moved = _supersede(cfg, paths, start_iteration)
         if moved:
-            ui.emit(Message(f"[INIT] Iterations >= {start_iteration} moved to {moved} (kept, not deleted)"))
+            ui.emit(Message(f"[INIT] Iterations >= {start_iteration} (their folders, dataset versions, reports, "
+                            f"prompt versions and CSV rows) moved to {moved} (kept, not deleted)"))
         if start_iteration == 0:
             init_dataset(cfg, paths, ui)
             state = RunState(dry_run=dry_run, auto=auto)
@@ -207,6 +352,7 @@ def open_run(cfg: Config, *, resume: bool, start_iteration: int | None, dry_run:
             state = RunState(iteration=start_iteration - 1, step="review", baseline=False, dry_run=dry_run,
                              auto=auto, timings={k: v for k, v in old.timings.items() if int(k) < start_iteration})
     else:
+        _check_baseline(cfg)
         paths.root.mkdir(parents=True, exist_ok=True)
         init_dataset(cfg, paths, ui)
         state = RunState(dry_run=dry_run, auto=auto)

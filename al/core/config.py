@@ -7,7 +7,7 @@ import json
 import re
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import yaml
 from pydantic import (
@@ -127,16 +127,6 @@ class SamplingConfig(_Strict):
     """Optional folder of a deployed model's detections: one <image stem>.txt per image, lines
     'cls xc yc w h conf' (normalised, as `yolo predict save_txt=True save_conf=True` writes). Relative paths
     resolve against the config file's folder."""
-
-    @model_validator(mode="after")
-    def _not_all_zero(self):
-        if sum(self.weights().values()) <= 0:
-            raise KeyProblem("all four fn_weighted weights are 0; set at least one above 0", *self.weights())
-        if self.strategy == "combined" and sum(self.combined_weights().values()) <= 0:
-            raise KeyProblem("strategy 'combined' with all three combined_* weights 0; set at least one above 0",
-                             "combined_uncertainty_weight", "combined_diversity_weight",
-                             "combined_class_balance_weight", "strategy")
-        return self
 
     def weights(self) -> dict[str, float]:
         """fn_weighted's four weights."""
@@ -366,8 +356,18 @@ class Config(_Strict):
     def _strategy_for_source(self):
         # Mining the validation split (seed 004) scores the FNs its one validate pass already found; a strategy that
         # needs its own predict pass is used there only when asked for by name.
-        if "strategy" not in self.sampling_strategy.model_fields_set and self.dataset.mining_source == "val":
-            self.sampling_strategy.strategy = "fn_weighted"
+        sc = self.sampling_strategy
+        if "strategy" not in sc.model_fields_set and self.dataset.mining_source == "val":
+            sc.strategy = "fn_weighted"
+        # only the weights of the strategy in effect are used, so only they must not all be 0
+        if sc.strategy == "fn_weighted" and sum(sc.weights().values()) <= 0:
+            raise KeyProblem("all four fn_weighted weights are 0; set at least one above 0",
+                             *(f"sampling_strategy.{k}" for k in sc.weights()))
+        if sc.strategy == "combined" and sum(sc.combined_weights().values()) <= 0:
+            raise KeyProblem("strategy 'combined' with all three combined_* weights 0; set at least one above 0",
+                             *(f"sampling_strategy.{k}" for k in ("combined_uncertainty_weight",
+                                                                  "combined_diversity_weight",
+                                                                  "combined_class_balance_weight", "strategy")))
         return self
 
     def digest(self) -> str:
@@ -546,6 +546,10 @@ def _error_line(path: Path, text: str, raw: dict, err: Any) -> str:
     return f"{where}: key '{key}' = {_short(val)}: {msg}"
 
 
+@overload
+def _resolve(base: Path, p: Path) -> Path: ...
+@overload
+def _resolve(base: Path, p: Path | None) -> Path | None: ...
 def _resolve(base: Path, p: Path | None) -> Path | None:
     if p is None:
         return None

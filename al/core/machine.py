@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from transitions import Machine
 
@@ -21,6 +22,9 @@ from al.core.events import (
     StepFinished,
     StepStarted,
 )
+
+if TYPE_CHECKING:
+    from transitions.core import TransitionConfigDict  # stub-only: not defined at run time
 
 log = logging.getLogger("al")
 
@@ -39,8 +43,15 @@ STEP_TITLES = dict(STEP_TABLE)
 STOPS = ["awaiting_review", "interrupted", "failed", "done"]
 STATES = STEPS + STOPS
 
+
+def _resume_into(step: str) -> TransitionConfigDict:
+    """The table row that resumes a run stopped (quit or failed) in `step`."""
+    return {"trigger": "resume", "source": ["interrupted", "failed"], "dest": step, "conditions": f"stopped_in_{step}",
+            "after": "forget_step"}
+
+
 # The whole loop. Conditions read the run state; callbacks only change and persist it.
-TRANSITIONS = [
+TRANSITIONS: list[TransitionConfigDict] = [
     {"trigger": "next", "source": "retrain", "dest": "validate", "conditions": "is_baseline", "after": "end_baseline"},
     {"trigger": "next", "source": "retrain", "dest": "track"},
     {"trigger": "next", "source": "validate", "dest": "analyze"},
@@ -57,8 +68,7 @@ TRANSITIONS = [
     # a quit or a failure remembers its step; resume goes back to it (a failed step is re-run from its start)
     {"trigger": "interrupt", "source": STEPS, "dest": "interrupted", "before": "remember_step"},
     {"trigger": "fail", "source": STEPS, "dest": "failed", "before": "remember_step"},
-    *({"trigger": "resume", "source": ["interrupted", "failed"], "dest": s, "conditions": f"stopped_in_{s}",
-       "after": "forget_step"} for s in STEPS),
+    *(_resume_into(s) for s in STEPS),
 ]
 
 StepFn = Callable[[StepContext], str]
@@ -66,6 +76,10 @@ StepFn = Callable[[StepContext], str]
 
 class Flow:
     """The machine's model. Its `step` is RunState.step; every transition is persisted."""
+
+    # Both are set on the instance by transitions.Machine (model_attribute="step"; trigger fires an event by name).
+    step: str
+    trigger: Callable[..., bool]
 
     def __init__(self, ctx: StepContext):
         self.ctx = ctx

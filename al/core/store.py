@@ -6,6 +6,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -107,6 +108,33 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def is_temp_name(name: str) -> bool:
+    """The name of what an interrupted write leaves: hidden and ending in .tmp (write_bytes_atomic's
+    .NAME.XXXXXXXX.tmp, and the .NAME.tmp files and folders that other writers fill and then rename into place)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_temp(root: Path, *, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Delete the temp files and folders (is_temp_name) under `root` that writes killed before their os.replace
+    left behind (a kill -9 runs no cleanup). Safe only while nothing writes there: the caller holds the run lock.
+    Folders named in `skip` are not entered (large link mirrors, moved-aside runs). Returns what was removed."""
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        for d in [d for d in dirs if is_temp_name(d)]:
+            shutil.rmtree(base / d, ignore_errors=True)
+            removed.append(base / d)
+        dirs[:] = [d for d in dirs if not is_temp_name(d) and d not in skip]
+        for f in files:
+            if is_temp_name(f):
+                try:
+                    (base / f).unlink()
+                except OSError:
+                    continue
+                removed.append(base / f)
+    return removed
+
+
 def reserve(path: Path, size: int = 256 * 1024) -> None:
     """Keep `size` bytes of ballast at `path` (random bytes: no filesystem compresses them away). On a full disk
     the runner deletes it so that the failed state can still be saved; the next start writes it again."""
@@ -132,17 +160,44 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, obj: dict, *, schema: int = SCHEMA) -> None:
     """Write a state dict as JSON with its schema version, atomically."""
     data = {"schema": schema, **{k: v for k, v in obj.items() if k != "schema"}}
-    write_text_atomic(path, json.dumps(data, indent=2, default=_default) + "\n")
+    try:
+        text = json.dumps(data, indent=2, default=_default, allow_nan=False)
+    except ValueError as e:  # JSON has no NaN or infinity; Python's json would write them anyway
+        where = _non_finite(data)
+        if where is None:
+            raise ValueError(f"{path}: not written: {e}") from None
+        raise ValueError(f"{path}: not written: {where} is not a finite number and JSON has no NaN or infinity "
+                         f"(a value that was not measured is written as null: pass None)") from None
+    write_text_atomic(path, text + "\n")
 
 
 def _default(o: Any):
     if isinstance(o, Path):
         return str(o)
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # numpy arrays (as nested lists) and numpy scalars (as Python numbers)
         return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _non_finite(o: Any, where: str = "") -> str | None:
+    """Where in `o` the first NaN or infinity is (e.g. "key 'a.b[2]' (nan)"), or None."""
+    if isinstance(o, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in o.items())
+    elif isinstance(o, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(o))
+    elif isinstance(o, float):
+        return None if math.isfinite(o) else f"key {where!r} ({o})"
+    elif hasattr(o, "tolist") or hasattr(o, "item"):
+        return _non_finite(_default(o), where)
+    else:
+        return None
+    for w, v in items:
+        found = _non_finite(v, w)
+        if found:
+            return found
+    return None
 
 
 def read_json(path: Path, *, schema: int | tuple[int, ...] = SCHEMA, required: tuple[str, ...] = (),
@@ -151,12 +206,13 @@ def read_json(path: Path, *, schema: int | tuple[int, ...] = SCHEMA, required: t
     required keys. `fix` replaces the generic advice of the error messages (what re-creates this file)."""
     path = Path(path)
     accepted = (schema,) if isinstance(schema, int) else tuple(schema)
-    redo = fix or "Delete the file and run with --resume to re-create it."
+    # --resume alone goes on from the step that stopped, which reads this file; --repair finds the step that writes it
+    redo = fix or ("Rebuild the run state with --repair (the run then goes on from the first step whose output is "
+                   "missing or unreadable) and continue with --resume.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StoreError(f"{path}: file not found. {fix or 'Re-run the step that writes it (--resume re-runs it).'}"
-                         ) from None
+        raise StoreError(f"{path}: file not found. {redo}") from None
     except OSError as e:  # permissions, an I/O error, a folder in the file's place: one line, no traceback
         raise StoreError(f"{path}: cannot read ({e.strerror or e}). Check the file, its permissions and the disk."
                          ) from None

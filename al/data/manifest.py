@@ -6,7 +6,8 @@ hash, split, source, the iteration it was added in and who drew its labels (data
   * the test split is frozen: an image identical to a test image never reaches training;
   * exact duplicates (by content hash) are dropped, except a human relabel of a pseudo-labelled image, which
     replaces it (and the pseudo-labels are scored against the human ones);
-  * a reviewed image that is (or was picked from) the validation split moves out of validation;
+  * a reviewed image that is (or was picked from) the validation split moves out of validation; a validation
+    image nobody picked that comes back too (an export of the whole dataset) stays in validation and is reported;
   * near-duplicates across splits (perceptual hash) are reported, not dropped.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,6 +130,8 @@ class MergeResult:
     dropped_duplicates: list[dict] = field(default_factory=list)
     refused_test: list[str] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
+    kept_in_val: list[dict] = field(default_factory=list)
+    """Reviewed images nobody picked that equal a validation image: left in validation, not added to training."""
     pseudo_check: dict | None = None
     bad_data: list[str] = field(default_factory=list)
     """Problems of the reviewed images left out under dataset.on_bad_data: skip (`file: what → fix`)."""
@@ -136,7 +140,8 @@ class MergeResult:
         return {"iteration": iteration, "added": self.added, "moved_from_val": self.moved_from_val,
                 "relabelled": self.relabelled, "dropped_duplicates": self.dropped_duplicates,
                 "refused_test": self.refused_test, "near_duplicates": self.near_duplicates,
-                "pseudo_check": self.pseudo_check, "bad_data_skipped": self.bad_data}
+                "kept_in_val": self.kept_in_val, "pseudo_check": self.pseudo_check,
+                "bad_data_skipped": self.bad_data}
 
 
 def _unique_name(name: str, taken: set[str]) -> str:
@@ -215,6 +220,9 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
                 res.dropped_duplicates.append({"image": c.src, "duplicate_of": old})
                 continue
             relabel = old
+        if c.pick is None and h in by_hash["val"]:  # only a pick leaves validation
+            res.kept_in_val.append({"image": c.src, "val_image": by_hash["val"][h]})
+            continue
         name = _unique_name(c.name or Path(c.pick or c.src).name, taken)
         dst = img_dir / name
         if not dry:
@@ -237,15 +245,15 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
         train.append(dst_s)
         by_hash["train"][h] = dst_s
         content = c.src if dry else dst_s  # dry: the copy does not exist; its content is the source's
+        relabelled: dict[str, Any] = {"relabelled_from": relabel} if relabel else {}
         new.images[dst_s] = _entry(content, "train", source=c.source, label_origin=c.label_origin, iteration=iteration,
                                    with_phash=with_phash, origin=c.pick or c.src, moved_from=moved_from,
-                                   boxes=int(len(c.boxes)), **({"relabelled_from": relabel} if relabel else {}),
-                                   **c.extra)
+                                   boxes=int(len(c.boxes)), **relabelled, **c.extra)
         res.added.append(dst_s)
         res.added_boxes += int(len(c.boxes))
     by_hash["val"] = {e["hash"]: p for p, e in new.images.items() if e["split"] == "val"}
     res.splits = {"train": train, "val": val, "test": test}
-    if with_phash:
+    if near_distance is not None:  # = with_phash, spelled out so that the type narrows
         res.near_duplicates = near_duplicates(new, res.added, near_distance)
     if pseudo_pairs:
         res.pseudo_check = pseudo_label_quality(pseudo_pairs, nc, iou)
@@ -254,7 +262,7 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
 
 def near_duplicates(man: Manifest, added: list[str], max_distance: int) -> list[dict]:
     """Added training images whose perceptual hash is within max_distance of a validation or test image."""
-    others = [(p, e["split"], e.get("phash")) for p, e in man.images.items()
+    others = [(p, e["split"], e["phash"]) for p, e in man.images.items()
               if e["split"] in ("val", "test") and e.get("phash")]
     if not others or not added:
         return []
@@ -280,12 +288,12 @@ def pseudo_label_quality(pairs: list[tuple[np.ndarray, np.ndarray]], nc: int, io
         m = match_image(human[:, 0], human[:, 1:], pseudo[:, 0], np.ones(len(pseudo)), pseudo[:, 1:], iou)
         for g, _p, _i in m.tp:
             tp[int(human[g, 0])] += 1
-        for p in m.fp:
-            fp[int(pseudo[p, 0])] += 1
+        for q in m.fp:
+            fp[int(pseudo[q, 0])] += 1
         for g in m.fn:
             fn[int(human[g, 0])] += 1
     p, r, f1 = prf(int(tp.sum()), int(fp.sum()), int(fn.sum()))
-    per_class = {}
+    per_class: dict[int, dict[str, float]] = {}
     for c in range(nc):
         if tp[c] + fp[c] + fn[c]:
             pc, rc, _ = prf(int(tp[c]), int(fp[c]), int(fn[c]))

@@ -438,7 +438,7 @@ def _plot_sizes(report: dict, errors: list[dict], names: list[str], path: Path) 
         counts.setdefault(n, Counter())[(e["kind"], e["size"])] += 1
     order = sorted(counts, key=lambda n: -sum(counts[n].values()))
     if len(order) > PLOT_MAX_CLASSES:
-        other = Counter()
+        other: Counter[tuple[str, str]] = Counter()
         for n in order[PLOT_MAX_CLASSES - 1:]:
             other.update(counts.pop(n))
         order = order[:PLOT_MAX_CLASSES - 1] + ["other classes"]

@@ -33,8 +33,9 @@ def plot_trends(rows: Sequence[Mapping], out_dir: Path, *, target_f1: float | No
     PLOT_FILES order. Rows may hold numbers or CSV strings; "" and None mean "not measured"."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = sorted((r for r in rows if _num(r.get("iteration")) is not None), key=lambda r: _num(r["iteration"]))
-    its = [int(_num(r["iteration"])) for r in rows]
+    numbered = sorted(((it, r) for r in rows if (it := _num(r.get("iteration"))) is not None), key=lambda p: p[0])
+    rows = [r for _, r in numbered]
+    its = [int(it) for it, _ in numbered]
     col = lambda key: [_num(r.get(key)) for r in rows]  # noqa: E731
 
     figs = {
@@ -139,8 +140,9 @@ def _num(value) -> float | None:
 
 
 def _save_atomic(fig: Figure, path: Path) -> None:
-    """Save beside the target with the same suffix (so the format is inferred right), then os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    """Save beside the target, then os.replace. The temp file is named as the store names its own
+    (.NAME.XXXXXXXX.tmp, the format given explicitly), so a kill mid-save leaves one the next start removes."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI)

@@ -3,6 +3,8 @@ al.data.labels.Labelled records into the versioned merge (al.data.manifest)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from al.core import artifacts, store
 from al.core.context import StepContext
 from al.core.errors import ReviewError
@@ -21,7 +23,8 @@ def pick_predictions(ctx: StepContext) -> dict[str, dict]:
     Parses the file: call it once per step and pass the result down."""
     paths, k = ctx.env.paths, ctx.iteration
     if ctx.env.cfg.dataset.mining_source == "val":
-        return dict(artifacts.load_validation_records(paths, k).by_image())
+        # an ImageRecord is a TypedDict, i.e. a plain dict at run time, like the pool's JSON records below
+        return cast(dict[str, dict], artifacts.load_validation_records(paths, k).by_image())
     data = store.read_json(paths.pool_predictions(k), required=("images",))
     return {r["image"]: r for r in data["images"]}
 

@@ -315,8 +315,7 @@ def coco(path: Path, matcher: Matcher, rules: Rules) -> Result:
     if bad_targets:
         raise ReviewError(f"{path}: {rules.mapping_key} maps to names that are not project classes: {bad_targets}. "
                           f"Map to one of {names}, or to null to drop the class.")
-    target = {c: (-1 if mapping.get(n, n) is None else names.index(mapping.get(n, n)))
-              for c, n in cats.items() if c in used}
+    target = {c: (-1 if (t := mapping.get(n, n)) is None else names.index(t)) for c, n in cats.items() if c in used}
     by_id: dict = {}
     rows: dict[str, list] = {}
     for im in data["images"]:
@@ -398,7 +397,7 @@ def read(source: Path, matcher: Matcher, rules: Rules, unpack_dir: Path, *, extr
     if source.is_file() and source.suffix.lower() == ".zip":
         folder = unpack(source, unpack_dir, rules)
         try:
-            res = _read_folder(folder, matcher, rules, extras, allow_zip=False)
+            res = _read_folder(folder, matcher, rules, extras, unpack_dir=None)
         except UserError as e:  # name the member of the zip, not the folder that is removed now
             shutil.rmtree(folder, ignore_errors=True)
             raise type(e)(str(e).replace(f"{folder}/", f"{source}: ")) from None
@@ -410,18 +409,19 @@ def read(source: Path, matcher: Matcher, rules: Rules, unpack_dir: Path, *, extr
     if source.is_file() and source.suffix.lower() == ".json":
         return coco(source, matcher, rules)
     if source.is_dir():
-        return _read_folder(source, matcher, rules, extras, allow_zip=True, unpack_dir=unpack_dir)
+        return _read_folder(source, matcher, rules, extras, unpack_dir=unpack_dir)
     raise ReviewError(f"{source}: not found. Put the reviewed labels there (YOLO .txt files, a COCO JSON or a zip).")
 
 
-def _read_folder(folder: Path, matcher: Matcher, rules: Rules, extras: bool, *, allow_zip: bool,
-                 unpack_dir: Path | None = None) -> Result:
+def _read_folder(folder: Path, matcher: Matcher, rules: Rules, extras: bool, *, unpack_dir: Path | None) -> Result:
+    """unpack_dir None: `folder` is an unpacked zip, whose own zips are not opened (no nesting)."""
     yml = dataset_yaml(folder)
     if yml is not None:
         return yolo_dataset(yml, matcher, rules, extras=extras)
-    zips = sorted(f for f in folder.glob("*.zip") if not f.name.startswith(".")) if allow_zip else []
-    if zips:
-        return read(zips[0], matcher, rules, unpack_dir, extras=extras)
+    if unpack_dir is not None:
+        zips = sorted(f for f in folder.glob("*.zip") if not f.name.startswith("."))
+        if zips:
+            return read(zips[0], matcher, rules, unpack_dir, extras=extras)
     labels = _label_folder(folder, matcher, rules)
     jsons = [j for j in sorted(folder.rglob("*.json")) if j.name != "package.json" and not _hidden(j, folder)]
     if labels.found or not jsons:

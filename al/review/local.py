@@ -50,6 +50,8 @@ def _find(ctx: StepContext, picks: list[dict], names: list[str], dry: bool,
     kind, src = label_source(cfg.review.local.import_from, rp.returned(k), cfg.dataset.combined_dir)
     rules = imports.Rules.local(cfg.review.local, names)
     if kind != "combined":
+        if src is None:
+            raise RuntimeError(f"label_source() gave no path for {kind!r}")  # only 'combined' may lack one
         if not (rp.package(k) / "package.json").is_file():
             if dry:
                 raise ReviewError(f"{rp.package(k)}: no annotation package yet; the review step writes it when it "

@@ -60,7 +60,8 @@ def _guidelines(names: list[str], iteration: int, returned: Path, extra: str | N
 
 
 def _coco(entries: list[dict], names: list[str]) -> dict:
-    images, anns = [], []
+    images: list[dict] = []
+    anns: list[dict] = []
     for i, e in enumerate(entries, 1):
         images.append({"id": i, "file_name": e["name"], "width": e["width"], "height": e["height"]})
         for c, x1, y1, x2, y2, *conf in e["pixel_boxes"]:
@@ -213,6 +214,8 @@ def import_returned(source: Path, pkg_dir: Path, names: list[str], unpack_dir: P
     out, summary = imports.labelled(res, pkg["images"], "local-export" if exported else "local-package")
     unedited = 0
     for f in res.found:
+        if f.item is None:  # an image nobody picked; read() without extras returns none
+            continue
         pre = read_norm_labels(pkg_dir / "labels" / (Path(f.item["name"]).stem + ".txt"), len(rules.names))
         if len(pre) and pre.shape == f.boxes.shape and np.allclose(pre, f.boxes, atol=1e-4):
             unedited += 1

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 from al.core import store
@@ -41,6 +41,9 @@ from al.review import (
     remap,
 )
 from al.review.imports import Matcher, unique_names
+
+if TYPE_CHECKING:
+    from roboflow.core.project import Project
 
 log = logging.getLogger("al")
 
@@ -152,7 +155,8 @@ def http_status(exc: BaseException) -> int | None:
     except (ValueError, TypeError):
         body = None
     if isinstance(body, dict):
-        err = body.get("error") if isinstance(body.get("error"), dict) else body
+        inner = body.get("error")
+        err = inner if isinstance(inner, dict) else body
         for k in ("status", "statusCode"):
             if isinstance(err.get(k), int) and 400 <= err[k] <= 599:
                 return err[k]
@@ -188,6 +192,14 @@ def _message(exc: BaseException, key: ApiKey) -> str:
     return key.scrub(text)[:300]
 
 
+class ApiError(ReviewError):
+    """A failed SDK call: its HTTP status when known, whether retrying could help, and the scrubbed detail."""
+
+    status: int | None = None
+    transient: bool = False
+    detail: str = ""
+
+
 class Client:
     """One Roboflow project, reached through the SDK with retries, clear errors and a scrubbed key."""
 
@@ -198,7 +210,7 @@ class Client:
         self.rf = sdk(rcfg.api_url)
         self.workspace: str | None = rcfg.workspace
         self.project_slug = rcfg.project
-        self.project = None
+        self.project: Project | None = None
         self.project_info: dict = {}
         self.versions: list[int] = []
 
@@ -213,7 +225,7 @@ class Client:
                 return
             time.sleep(min(left, 0.1))
 
-    def _fatal(self, code: int | None, what: str, detail: str, transient: bool = False) -> ReviewError:
+    def _fatal(self, code: int | None, what: str, detail: str, transient: bool = False) -> ApiError:
         ws, proj = self.workspace or "<your workspace>", self.project_slug
         detail = self.key.scrub(detail)
         if code == 401:
@@ -232,7 +244,7 @@ class Client:
             msg = (f"Roboflow error while {what}" + (f" (HTTP {code})" if code else "") + f": {detail}. "
                    + ("It kept failing after the configured retries (review.roboflow.max_retries); try again later "
                       "with --resume." if transient else "Fix the cause, then --resume."))
-        err = ReviewError(msg)
+        err = ApiError(msg)
         err.status, err.transient, err.detail = code, transient, detail
         return err
 
@@ -258,6 +270,11 @@ class Client:
                                   f"in {delay:.1f} s", "warning"))
                 self._sleep(delay)
 
+    def _project(self) -> Project:
+        if self.project is None:
+            raise RuntimeError("Client.connect() must open the project before it is used")
+        return self.project
+
     # -- connecting
     def connect(self) -> None:
         """Check the key (POST /?api_key) and open the project (GET /{workspace}/{project})."""
@@ -271,7 +288,7 @@ class Client:
             if "error validating the api key" in str(e):
                 raise ReviewError("Roboflow could not validate the API key (a server error, after the SDK's own "
                                   "retries). Try again later with --resume.") from None
-            if getattr(e, "status", None) is None and not getattr(e, "transient", False):
+            if isinstance(e, ApiError) and e.status is None and not e.transient:
                 # the SDK raises the server's 401 answer as a bare RuntimeError(text): a rejected key
                 raise self._fatal(401, what, e.detail) from None
             raise
@@ -302,7 +319,7 @@ class Client:
             if old.get("batch") == batch and old.get("project") == f"{self.workspace}/{self.project_slug}":
                 prev = {it["name"]: it for it in old["items"] if it.get("status") in ("ok", "duplicate")}
         labelmap = dict(enumerate(names))
-        out = []
+        out: list[dict] = []
         rec = {**base, "workspace": self.workspace, "project": f"{self.workspace}/{self.project_slug}",
                "batch": batch, "tags": tags, "items": out}
         for i, it in enumerate(items, 1):
@@ -316,13 +333,13 @@ class Client:
                        "annotated": False, "error": None}
             try:
                 if res["status"] == "failed":
-                    img, _t, _r = self.call(f"uploading {it['name']}", self.project.upload_image,
+                    img, _t, _r = self.call(f"uploading {it['name']}", self._project().upload_image,
                                             image_path=it["path"], split="train", num_retry_uploads=0,
                                             batch_name=batch, tag_names=[*tags, *it.get("tags", [])],
                                             metadata={"al_name": it["name"], "al_sha1": it["hash"]})
                     res.update(id=img.get("id"), status="duplicate" if img.get("duplicate") else "ok", error=None)
                 if it.get("yolo") and res["id"] and not res.get("annotated"):
-                    self.call(f"attaching pre-annotations to {it['name']}", self.project.save_annotation,
+                    self.call(f"attaching pre-annotations to {it['name']}", self._project().save_annotation,
                               annotation_path={"name": Path(it["name"]).stem + ".txt", "rawText": it["yolo"]},
                               annotation_labelmap=labelmap, image_id=res["id"], job_name=batch,
                               is_prediction=self.cfg.as_predictions, num_retry_uploads=0)
@@ -387,7 +404,7 @@ class Client:
             self.wait_for_export(version)
             tmp = dest.with_name(f".{dest.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            ver = self.call(f"opening version {version}", self.project.version, version)
+            ver = self.call(f"opening version {version}", self._project().version, version)
             try:
                 self.call(f"downloading version {version}", ver.download, FORMAT, location=str(tmp),
                           overwrite=True)

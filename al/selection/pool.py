@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,23 +81,30 @@ class PoolScores:
     embedding: np.ndarray  # (n, D)
     cached: int = 0
     """Rows found in the cache (not recomputed)."""
-    where: dict[str, tuple[Path, int]] = field(default_factory=dict, repr=False)
-    """image hash -> (cache file, row): where its post-NMS boxes are."""
+    where: dict[str, tuple[Path | None, int]] = field(default_factory=dict, repr=False)
+    """image hash -> (cache file, row): where its post-NMS boxes are (no file without a cache folder: in_memory)."""
+    in_memory: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """image hash -> its post-NMS boxes, for a scan without a cache folder (nothing on disk to read back)."""
 
     def predictions(self, i: int) -> np.ndarray:
         """Post-NMS detections of images[i] as (N, 6) [cls, conf, x1, y1, x2, y2] in original pixels."""
-        f, row = self.where[self.hashes[i]]
+        h = self.hashes[i]
+        if h in self.in_memory:
+            return self.in_memory[h].astype(np.float64)
+        f, row = self.where[h]
+        if f is None:
+            raise KeyError(f"{self.images[i]}: its boxes are neither cached nor in memory")
         with np.load(f, allow_pickle=False) as z:
             off = z["pred_off"]
             return z["pred"][off[row]:off[row + 1]].astype(np.float64)
 
     def subset(self, idx: Sequence[int]) -> PoolScores:
-        idx = np.asarray(idx, dtype=int)
-        return PoolScores(images=[self.images[i] for i in idx], hashes=[self.hashes[i] for i in idx],
-                          width=self.width[idx], height=self.height[idx],
-                          uncertainty={m: v[idx] for m, v in self.uncertainty.items()},
-                          class_max=self.class_max[idx], embedding=self.embedding[idx], cached=self.cached,
-                          where=self.where)
+        ix = np.asarray(idx, dtype=int)
+        return PoolScores(images=[self.images[i] for i in ix], hashes=[self.hashes[i] for i in ix],
+                          width=self.width[ix], height=self.height[ix],
+                          uncertainty={m: v[ix] for m, v in self.uncertainty.items()},
+                          class_max=self.class_max[ix], embedding=self.embedding[ix], cached=self.cached,
+                          where=self.where, in_memory=self.in_memory)
 
 
 def _chunk_name(hashes: Sequence[str]) -> str:
@@ -107,7 +115,7 @@ def _write_chunk(folder: Path, rows: list[dict]) -> Path:
     preds = [r["pred"] for r in rows]
     off = np.zeros(len(rows) + 1, dtype=np.int64)
     off[1:] = np.cumsum([len(p) for p in preds])
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "hash": np.array([r["hash"] for r in rows], dtype="U40"),
         "width": np.array([r["width"] for r in rows], dtype=np.int32),
         "height": np.array([r["height"] for r in rows], dtype=np.int32),
@@ -119,7 +127,7 @@ def _write_chunk(folder: Path, rows: list[dict]) -> Path:
         "pred": (np.concatenate(preds) if off[-1] else np.zeros((0, 6))).astype(np.float32),
     }
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)  # no object arrays here; the reader refuses pickles too
     path = folder / _chunk_name(arrays["hash"].tolist())
     store.write_bytes_atomic(path, buf.getvalue())
     return path
@@ -151,7 +159,7 @@ def scan(
         rows_of.setdefault(h, []).append(i)
     out: dict = {}
 
-    def put(h: str, vals: Mapping, f: Path, row: int) -> None:
+    def put(h: str, vals: Mapping, f: Path | None, row: int) -> None:
         if "class_max" not in out:
             nc, dim = len(vals["class_max"]), len(vals["embedding"])
             out.update(width=np.zeros(n, np.int32), height=np.zeros(n, np.int32), entropy=np.zeros(n),
@@ -187,7 +195,7 @@ def scan(
         on_progress(done, n)
     for s in range(0, len(todo), CHUNK):
         part = todo[s:s + CHUNK]
-        rows = []
+        rows: list[dict[str, Any]] = []
         gen = detector.predict_raw(weights, [images[rows_of[h][0]] for h in part], imgsz=settings.imgsz,
                                    conf=settings.conf, iou=settings.iou, batch=settings.batch, device=settings.device,
                                    cand_conf=settings.cand_conf, max_candidates=settings.max_candidates, model=model)
@@ -208,22 +216,19 @@ def scan(
         if len(rows) != len(part):
             raise PoolError(f"the detector returned {len(rows)} results for {len(part)} images; check that every "
                             f"image is readable")
-        f = _write_chunk(folder, rows) if folder is not None else None
+        chunk = _write_chunk(folder, rows) if folder is not None else None
         for row, r in enumerate(rows):
-            put(r["hash"], r, f, row)
-            if f is None:  # no cache: keep the boxes in memory instead
+            put(r["hash"], r, chunk, row)
+            if chunk is None:  # no cache: keep the boxes in memory instead
                 out.setdefault("mem_pred", {})[r["hash"]] = r["pred"]
     if n == 0:
         return PoolScores([], [], np.zeros(0, np.int32), np.zeros(0, np.int32),
                           {"entropy": np.zeros(0), "margin": np.zeros(0)}, np.zeros((0, 0), np.float32),
                           np.zeros((0, 0), np.float32))
-    scores = PoolScores(images=images, hashes=hashes, width=out["width"], height=out["height"],
-                        uncertainty={"entropy": out["entropy"], "margin": out["margin"]},
-                        class_max=out["class_max"], embedding=out["embedding"], cached=cached, where=out["where"])
-    if "mem_pred" in out:
-        mem = out["mem_pred"]
-        scores.predictions = lambda i: mem[hashes[i]].astype(np.float64)  # type: ignore[method-assign]
-    return scores
+    return PoolScores(images=images, hashes=hashes, width=out["width"], height=out["height"],
+                      uncertainty={"entropy": out["entropy"], "margin": out["margin"]},
+                      class_max=out["class_max"], embedding=out["embedding"], cached=cached, where=out["where"],
+                      in_memory=out.get("mem_pred", {}))
 
 
 # --- hard negatives -------------------------------------------------------------------------------------------
@@ -268,7 +273,7 @@ def unconfirmed(dets: np.ndarray, ref: np.ndarray, min_conf: float, iou: float) 
         return []
     ious = box_iou(dets[:, 2:6], ref[:, 1:5]) * (dets[:, :1] == ref[None, :, 0]) if len(ref) else \
         np.zeros((len(dets), 0))
-    hit = (ious >= iou).any(axis=1) if ious.size else np.zeros(len(dets), dtype=bool)
+    hit: np.ndarray = np.any(ious >= iou, axis=1) if ious.size else np.zeros(len(dets), dtype=bool)
     return [i for i in range(len(dets)) if dets[i, 1] >= min_conf and not hit[i]]
 
 

@@ -7,6 +7,7 @@ candidate images (pool images, or the validation split) with one cached, streame
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -24,12 +25,17 @@ POOL_MIN_CONF = 0.05
 
 
 def _pool_images(ctx: StepContext, splits: dict[str, list[str]]) -> list[str]:
-    """Pool images not yet taken into training (picks are copied into the run under their own file name)."""
+    """Pool images whose content is not in training or test yet. By content, not by name: a pick is copied into the
+    run under its own file name, a pool's cam2/0001.jpg is another image than a labelled 0001.jpg, and a byte copy
+    of a labelled image under another name is no new image."""
     pool_dir = ctx.env.cfg.dataset.pool_dir
-    added = [p for p in splits["train"] if str(ctx.env.paths.dataset_root) in p]
-    taken = {Path(p).name for p in set(splits["train"]) | set(splits["test"]) | set(added)}
-    images = sorted(str(p.resolve()) for p in pool_dir.rglob("*")
-                    if p.suffix.lower() in dataset.IMG_SUFFIXES and p.name not in taken)
+    if pool_dir is None:  # the config check refuses this; a config loaded without the check may not
+        raise StepError(f"{ctx.env.cfg.source_path}: key 'dataset.mining_source' = 'pool' needs dataset.pool_dir; "
+                        f"set it or use mining_source: val.")
+    taken = {hashing.file_hash(p) for p in dict.fromkeys(splits["train"] + splits["test"])}
+    images = [img for img in sorted(str(p.resolve()) for p in pool_dir.rglob("*")
+                                    if p.suffix.lower() in dataset.IMG_SUFFIXES)
+              if hashing.file_hash(img) not in taken]
     if not images:
         raise StepError(f"The pool {pool_dir} has no images left to mine; add images or set "
                         f"dataset.mining_source: val.")
@@ -211,6 +217,14 @@ def _strategy_weights(ctx: StepContext) -> dict:
     return {}
 
 
+def empty_val_advice(ctx: StepContext) -> str:
+    """What to do when the picks would take every validation image into training (extract and review say it)."""
+    cfg = ctx.env.cfg
+    return (f"reviewing them would leave the validation split empty; lower active_learning.max_samples_per_iteration "
+            f"(then --resume), or add validation images to {cfg.dataset.data_yaml} and start over with: "
+            f"{ctx.env.command('--start-iteration', 0)}.")
+
+
 def run(ctx: StepContext) -> str:
     k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
@@ -224,12 +238,17 @@ def run(ctx: StepContext) -> str:
             info: dict = {}
         else:
             picks, n_cands, unit, info = _strategy_picks(ctx, splits, names, counts, exclude)
+    if cfg.dataset.mining_source == "val" and splits["val"] and set(splits["val"]) <= {p["image"] for p in picks}:
+        # refused before hard_examples.json is written, so that --resume picks again under a lowered limit
+        raise StepError(f"Iteration {k}'s {len(picks)} picks are every image left in the validation split: "
+                        f"{empty_val_advice(ctx)}")
     for rank, pk in enumerate(picks, 1):
         pk["rank"] = rank
     artifacts.save_hard_examples(paths, k, artifacts.HardExamples(
         iteration=k, source=cfg.dataset.mining_source, strategy=strategy, weights=_strategy_weights(ctx),
         uncertainty_measure=cfg.sampling_strategy.uncertainty_measure, candidates=n_cands,
-        train_class_counts=dict(zip(names, counts)), **info, picks=picks))
+        train_class_counts=dict(zip(names, counts)), **info,
+        picks=cast(list[artifacts.Pick], picks)))  # the strategies' plain dicts, validated here as picks
     n_hn = sum(1 for p in picks if p.get("kind") == "hard_negative")
     line = sampling.format_console(len(picks), n_cands, unit)
     ctx.ui.emit(Message(f"{line} ({strategy}{f', {n_hn} hard negatives' if n_hn else ''})"))

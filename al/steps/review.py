@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -94,15 +95,18 @@ def _labels_for_picks(ctx: StepContext, picks: list[dict], names: list[str], mod
             raise StepError(f"{img}: picked but absent from this iteration's predictions; re-run extract "
                             f"(--start-iteration {ctx.iteration}).")
         w, h = rec["width"], rec["height"]
-        if mode == "pseudo":
+        if thr is not None:  # mode == "pseudo"
             pred = np.asarray(rec["pred"], dtype=float).reshape(-1, 6)
             keep = pred[:, 1] >= thr[pred[:, 0].astype(int)] if len(pred) else np.zeros(0, bool)
             boxes = np.column_stack([pred[keep, 0], pred[keep, 2:6]]) if keep.any() else np.zeros((0, 5))
         elif ctx.env.cfg.dataset.mining_source == "val":
             boxes = dataset.read_labels(dataset.label_path(img), len(names), w, h)
         else:
-            boxes = dataset.read_labels(ctx.env.cfg.dataset.pool_labels_dir / (Path(img).stem + ".txt"), len(names),
-                                        w, h)
+            labels_dir = ctx.env.cfg.dataset.pool_labels_dir
+            if labels_dir is None:  # the config check refuses this; a config loaded without the check may not
+                raise StepError(f"{ctx.env.cfg.source_path}: key 'dataset.pool_labels_dir' is not set; the simulated "
+                                f"review of pool picks reads their hidden labels from it. Set it, then --resume.")
+            boxes = dataset.read_labels(labels_dir / (Path(img).stem + ".txt"), len(names), w, h)
         out.append(Labelled(src=img, boxes=norm_boxes(boxes, w, h), source=mode, label_origin=mode, pick=img))
     return out
 
@@ -148,7 +152,8 @@ def _review(ctx: StepContext) -> str:
     hard = artifacts.load_hard_examples(paths, k)
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
     names = list(ver["names"])
-    picks = _guard_test(ctx, hard.picks, splits["test"])
+    # a Pick is a TypedDict, i.e. a plain dict at run time, which is what the review backends take
+    picks = _guard_test(ctx, cast(list[dict], hard.picks), splits["test"])
     al = cfg.active_learning
     mode = _mode(ctx)
     info = review_info(ctx, picks)
@@ -180,9 +185,11 @@ def _review(ctx: StepContext) -> str:
     fresh = not rp.manifest(k).is_file()
     man = manifest.for_version(rp.manifest(k), k, splits, str(cfg.dataset.data_yaml), with_phash=near is not None)
     extra = {}
-    if fresh and k == 0 and near is not None:  # the configured dataset itself, checked once
+    if k == 0 and near is not None:  # the configured dataset itself; warned about once
+        # recomputed (a pure function of the manifest) whenever the step re-runs: the save below rewrites the
+        # manifest, and a resumed or restarted review must not drop the list the first one recorded
         extra["near_duplicates"] = manifest.near_duplicates(man, splits["train"], near)
-        if extra["near_duplicates"]:
+        if fresh and extra["near_duplicates"]:
             ex = extra["near_duplicates"][0]
             ctx.ui.emit(Message(f"[DATASET] WARNING: {len(extra['near_duplicates'])} training images are "
                                  f"near-duplicates of validation/test images (perceptual hash), e.g. "
@@ -191,7 +198,7 @@ def _review(ctx: StepContext) -> str:
     manifest.save(man, rp.manifest(k), ver["id"], ver.get("parent"), **extra)
     res = _merge(ctx, man, splits, cands, names)
     _report_merge(ctx, res)
-    _keep_val(k, res)
+    _keep_val(ctx, res)
     origin = "human" if mode == "manual" else mode
     new_ver = dataset.write_snapshot(paths.dataset_version(k + 1), names, res.splits,
                                      {"version": k + 1, "names": names, "parent": ver["id"], "origin": origin,
@@ -234,10 +241,14 @@ def _merge(ctx: StepContext, man: manifest.Manifest, splits: dict[str, list[str]
     return res
 
 
-def _keep_val(k: int, res: manifest.MergeResult) -> None:
+def _keep_val(ctx: StepContext, res: manifest.MergeResult) -> None:
+    """The extract step refuses picks that are the whole validation split; this catches a merge that empties it."""
     if not res.splits["val"]:
+        k, cmd = ctx.iteration, ctx.env.command
         raise StepError(f"Review of iteration {k} would leave the validation split empty; lower "
-                        f"active_learning.max_samples_per_iteration or add validation images.")
+                        f"active_learning.max_samples_per_iteration and pick again with: {cmd('--start-iteration', k)}"
+                        f", or add validation images to {ctx.env.cfg.dataset.data_yaml} and start over with: "
+                        f"{cmd('--start-iteration', 0)}.")
 
 
 def merge_counts(res: manifest.MergeResult) -> dict:
@@ -245,7 +256,8 @@ def merge_counts(res: manifest.MergeResult) -> dict:
     return {"added_images": len(res.added), "added_boxes": res.added_boxes,
             "removed_from_val": len(res.moved_from_val), "skipped_test_duplicates": len(res.refused_test),
             "duplicates_dropped": len(res.dropped_duplicates), "relabelled": len(res.relabelled),
-            "near_duplicates": len(res.near_duplicates), "bad_data_skipped": len(res.bad_data)}
+            "near_duplicates": len(res.near_duplicates), "bad_data_skipped": len(res.bad_data),
+            "kept_in_val": len(res.kept_in_val)}
 
 
 def preview(ctx: StepContext) -> dict:
@@ -259,7 +271,7 @@ def preview(ctx: StepContext) -> dict:
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
     names = list(ver["names"])
     frozen = set(splits["test"])
-    picks = [p for p in hard.picks if p["image"] not in frozen]  # as _guard_test, without its warning
+    picks = [p for p in cast(list[dict], hard.picks) if p["image"] not in frozen]  # as _guard_test, without its warning
     mode = _mode(ctx)
     if mode == "manual" and cfg.review.backend == "roboflow":
         return {"unknown": True, "picks": len(picks), "source": "Roboflow"}
@@ -275,7 +287,7 @@ def preview(ctx: StepContext) -> dict:
         man = manifest.for_version(paths.manifest(k), k, splits, str(cfg.dataset.data_yaml),
                                    with_phash=near is not None)
         res = _merge(ctx, man, splits, cands, names, dry=True)
-    _keep_val(k, res)
+    _keep_val(ctx, res)
     return {"mode": mode, "picks": len(picks), "returned_labelled": len(cands), **summary, **merge_counts(res),
             "dataset_version": ver["id"], "train_images": len(splits["train"])}
 
@@ -294,6 +306,11 @@ def _report_merge(ctx: StepContext, res: manifest.MergeResult) -> None:
     if res.refused_test:
         say(Message(f"[REVIEW] WARNING: {len(res.refused_test)} images identical to test images were not added to "
                     f"training (the test split is frozen)", "warning"))
+    if res.kept_in_val:
+        ex = res.kept_in_val[0]
+        say(Message(f"[REVIEW] NOTE: {len(res.kept_in_val)} returned images nobody picked are validation images; "
+                    f"they stay in validation and were not added to training (only picks leave validation), e.g. "
+                    f"{Path(ex['image']).name} = {ex['val_image']}. Listed in the manifest diff.", "warning"))
     if res.near_duplicates:
         ex = res.near_duplicates[0]
         say(Message(f"[REVIEW] WARNING: {len(res.near_duplicates)} near-duplicate pairs across splits (perceptual "

@@ -94,9 +94,9 @@ def run(ctx: StepContext) -> str:
         dataset_version=ver["id"], per_class=res["per_class"], overall=res["overall"],
         map50=res["map50"], map50_95=res["map50_95"],
         train_f1=train_res["overall"]["f1"] if train_res else None, train_sample=len(sample),
-        test=({"map50": test_res["map50"], "map50_95": test_res["map50_95"], **test_res["overall"],
-               "per_class": test_res["per_class"], "images": len(test)} if test_res else None),
-        timing={"predict_s": round(predict_s, 3), "images": len(todo)})
+        test=(artifacts.SplitMetrics(map50=test_res["map50"], map50_95=test_res["map50_95"], **test_res["overall"],
+                                     per_class=test_res["per_class"], images=len(test)) if test_res else None),
+        timing=artifacts.Timing(predict_s=round(predict_s, 3), images=len(todo)))
     artifacts.save_validation(paths, k, summary, artifacts.ValidationRecords(iteration=k, images=res["records"]))
     o = summary.overall
     ctx.ui.emit(Message(f"[VALIDATE] P={o.precision:.4f} R={o.recall:.4f} F1={o.f1:.4f} "

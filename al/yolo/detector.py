@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -175,10 +176,11 @@ def build_untrained(model_yaml: str, names: list[str], out: Path) -> Path:
 
     torch.manual_seed(0)  # a dry run must be reproducible (resume tests compare whole runs)
     y = YOLO(model_yaml)
-    dm = DetectionModel(y.model.yaml, nc=len(names), verbose=False)
+    built = cast(torch.nn.Module, y.model)  # YOLO(<yaml>) builds the network; Ultralytics' code types it str | None
+    dm = DetectionModel(built.yaml, nc=len(names), verbose=False)
     dm.names = dict(enumerate(names))
-    dm.args = {"imgsz": 640}
-    y.model = dm
+    dm.args = {"imgsz": 640}  # type: ignore[assignment]  # nn.Module types attributes it lacks as Tensor | Module
+    y.model = dm  # type: ignore[assignment]  # the same str | None as above
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.pt")
     y.save(tmp)
@@ -226,7 +228,7 @@ def predict_raw(
     max_candidates: int = 100,
     on_progress: Callable[[int, int], None] | None = None,
     model=None,
-) -> Iterator[RawPrediction]:
+) -> Generator[RawPrediction, None, None]:
     """Like `predict` (same batched, streamed Ultralytics pass, same preprocessing and NMS), but each image also
     carries the head's pre-NMS class probabilities and a backbone embedding, taken by forward hooks during that
     one pass: no second inference."""

@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
 from al.app.api import STEPS, preview_import, read_history, run_loop
@@ -99,7 +100,7 @@ class LoopApp(App[int]):
         self._open_box: list | None = None
         self._deferred_review: ReviewWanted | None = None
         self._held_box: list | None = None
-        self._progress_timer = None
+        self._progress_timer: Timer | None = None
         self._last_progress_apply = 0.0
         self._plock = threading.Lock()
         self._stop = threading.Event()
@@ -264,7 +265,7 @@ class LoopApp(App[int]):
         """The event's lines in the log pane: the same ones the console prints and al_loop.log holds."""
         for text, level in render(ev):
             if level != DEBUG:
-                self._log(text, level)
+                self._log_line(text, level)
 
     def _on_IterationStarted(self, ev: IterationStarted) -> None:
         tl = self.query_one(StepTimeline)
@@ -356,7 +357,7 @@ class LoopApp(App[int]):
         if isinstance(self.screen, ReviewScreen):
             self.screen.answer(False)
         if msg.error:
-            self._log(msg.error, "error")
+            self._log_line(msg.error, "error")
             self.last_error = ("The loop stopped on an unexpected error", msg.error.strip().splitlines()[-1] +
                                f"\n\nFull traceback in the log pane and {self.ctx.env.paths.events_log}.", "")
             if not self.exit_requested:
@@ -429,7 +430,7 @@ class LoopApp(App[int]):
         if tl.timeline.running() is not None:
             tl.show(self.clock())
 
-    def _log(self, text: str, level: str = "info") -> None:
+    def _log_line(self, text: str, level: str = "info") -> None:
         self.query_one(LogPane).add(text, level)
 
     def _status(self, state: str, detail: str) -> None:

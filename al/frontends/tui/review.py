@@ -59,7 +59,7 @@ class ReviewScreen(Screen[bool]):
         yield Static(Text(f" {headline} ", style="bold"), id="review-title")
         with Horizontal(id="review-body"):
             with Vertical(id="review-left"):
-                table = DataTable(id="picks", cursor_type="row", zebra_stripes=True)
+                table: DataTable[str] = DataTable(id="picks", cursor_type="row", zebra_stripes=True)
                 table.border_title = "Picks (↑↓ to inspect)"
                 yield table
                 with VerticalScroll(id="pick-box") as box:

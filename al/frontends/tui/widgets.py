@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -161,7 +163,7 @@ class F1Plot(PlotextPlot):
     def set_data(self, rows: list[MetricRow], target: float) -> None:
         plt = self.plt
         plt.clear_figure()
-        xs = [r.iteration for r in rows if r.f1 is not None]
+        xs: list[float] = [r.iteration for r in rows if r.f1 is not None]
         tr = [(r.iteration, r.train_f1) for r in rows if r.train_f1 is not None]
         # no legend (it would cover the target line); val cyan, train blue, target red
         self.border_title = f"F1: val{' · train' if tr else ''} · target {target:.2f}"
@@ -206,7 +208,7 @@ class ClassPlot(PlotextPlot):
         suffix = f", iteration {last.iteration}" if last else ""
         if self.mode == "fn":
             self.border_title = f"FN per class{suffix}"
-            data = last.per_class_fn if last else {}
+            data: Mapping[str, float] = last.per_class_fn if last else {}
             items = sorted(data.items(), key=lambda kv: -kv[1])[: self.MAX_CLASSES]  # most missed first
             color = "red"
         else:

@@ -17,7 +17,7 @@ from al.core.config import load_config
 from al.core.paths import RunPaths
 from tests.conftest import make_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 import yaml
 
+from al.app.session import init_dataset
 from al.core import store
-from al.core.context import Options
+from al.core.config import load_config
+from al.core.context import Listeners, Options
+from al.core.paths import RunPaths
 from al.data import dataset, manifest
 from al.review import Labelled, read_norm_labels, write_norm_labels
 from al.steps import review
-from tests.test_review_support import run_at_review
+from tests.conftest import make_config
+from tests.integration.test_review_support import Recorder, run_at_review
 
 BOX = np.array([[0, 0.1, 0.1, 0.4, 0.4]])
 
@@ -174,6 +178,29 @@ def test_test_images_in_a_human_export_are_refused(tmp_path, tiny_data):
     assert {e["split"] for p, e in meta_man["images"].items() if p in splits["test"]} == {"test"}
 
 
+def test_an_export_with_the_validation_split_moves_only_the_picks_out_of_it(tmp_path, tiny_data):
+    """Seed 004's export of the whole reviewed dataset holds every validation image: only the picks leave."""
+    ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=2, active_learning={"require_human_review": False,
+                                                                              "review_source": "manual"})
+    _, splits = dataset.read_snapshot(ctx.env.paths.dataset_version(0))
+    combined = ctx.env.cfg.dataset.combined_dir
+    for split in ("train", "val"):
+        for p in splits[split]:
+            for f, kind in ((p, "images"), (dataset.label_path(p), "labels")):
+                (combined / kind / split).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, combined / kind / split)
+    (combined / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\n"
+                                        "names: [zero, one, two, three, four]\n")
+    assert review.run(ctx) == "next"
+    _, new = dataset.read_snapshot(ctx.env.paths.dataset_version(1))
+    assert new["val"] == splits["val"][2:]  # the two picks moved; every other validation image stayed
+    out = store.read_json(ctx.env.paths.review(0))
+    assert (out["removed_from_val"], out["added_images"], out["kept_in_val"]) == (2, 2, len(splits["val"]) - 2)
+    diff = store.read_json(ctx.env.paths.manifest_diff(1))
+    assert sorted(d["val_image"] for d in diff["kept_in_val"]) == sorted(splits["val"][2:])
+    assert any("they stay in validation" in m for m in rec.messages())
+
+
 def test_human_labels_for_earlier_pseudo_labels_are_reported_by_the_step(tmp_path, tiny_data):
     """--auto in iteration 0, then in iteration 1 a human export that holds those images with true labels."""
     ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=3, active_learning={"pseudo_label_conf": 0.5,
@@ -230,3 +257,32 @@ def test_initial_manifest_warns_about_near_duplicates_in_the_configured_splits(t
     assert {"image": splits["train"][0], "other": splits["test"][0], "split": "test", "distance": 0} in \
         [{**n, "distance": 0} for n in man["near_duplicates"]]
     assert any("training images are near-duplicates of validation/test images" in m for m in rec.messages())
+
+
+def test_copies_of_test_images_leave_train_and_val_at_start_and_near_duplicates_are_warned(tmp_path, tiny_data):
+    """The test split never reaches training, not even as a byte copy under another name."""
+    data = tmp_path / "tiny"
+    shutil.copytree(tiny_data.parent, data, ignore=shutil.ignore_patterns("*.cache"))
+    spec = yaml.safe_load((data / "data.yaml").read_text())
+    (data / "data.yaml").write_text(yaml.safe_dump({**spec, "path": str(data)}))
+    train, test = (sorted((data / "images" / s).iterdir()) for s in ("train", "test"))
+    copies = {}
+    for split, src in (("train", test[0]), ("val", test[1])):
+        dst = data / "images" / split / f"renamed_{src.name}"
+        shutil.copy(src, dst)
+        shutil.copy(dataset.label_path(src), dataset.label_path(dst))
+        copies[str(dst.resolve())] = str(src.resolve())
+    _img(train[0], 0, like=test[2], shift=2)  # the same frame, slightly brighter, in train and test
+    cfg = load_config(make_config(tmp_path, data / "data.yaml"))
+    bus = Listeners()
+    rec = Recorder(bus)
+    ver = init_dataset(cfg, RunPaths(cfg.run_dir), bus)
+    _, splits = dataset.read_snapshot(RunPaths(cfg.run_dir).dataset_version(0))
+    assert not set(copies) & set(splits["train"] + splits["val"]) and splits["test"] == [str(p) for p in test]
+    assert ver["test_copies_removed"] == copies
+    removed = [m for m in rec.messages() if "identical to test images and were removed from train/val" in m]
+    assert len(removed) == 1 and all(f"{a} = test {b}" in removed[0] for a, b in copies.items())
+    near = [m for m in rec.messages() if "near-duplicates of test images" in m]
+    assert len(near) == 1 and f"{train[0].resolve()} ~ test {test[2].resolve()}" in near[0]
+    assert {(d["image"], d["other"]) for d in ver["test_near_duplicates"]} == {(str(train[0].resolve()),
+                                                                               str(test[2].resolve()))}

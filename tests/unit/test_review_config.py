@@ -1,4 +1,5 @@
-"""The review section of the config: defaults, path resolution, and cross-checks with clear errors."""
+"""The review section of the config: its values reach the review step, path resolution, and cross-checks with
+clear errors."""
 
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ def _load(tmp_path, tiny_data, review):
     return p, load_config(p)
 
 
-def test_defaults_are_local_and_offline(tmp_path, tiny_data):
-    cfg = load_config(make_config(tmp_path, tiny_data))
-    r = cfg.review
-    assert r.backend == "local" and r.pre_annotation_conf is None and r.near_duplicate_distance == 5
-    assert r.local.make_zip and r.local.import_from is None
-    assert r.roboflow.version == "newest" and r.roboflow.api_key_env == "ROBOFLOW_API_KEY"
-    assert r.roboflow.secrets_file is None and r.roboflow.max_retries == 5
+def test_review_values_from_the_file_reach_the_review_step(tmp_path, tiny_data):
+    """Without a review section a manual review asks for the local package; what the file sets reaches the step:
+    the pre-annotation threshold (unset: validation.conf), the zip, the import folder."""
+    from al.review import pre_annotation_conf
+    from al.steps.review import review_info
+    from tests.conftest import step_context
+
+    plain = step_context(load_config(make_config(tmp_path, tiny_data, validation={"conf": 0.3})))
+    info = review_info(plain, [])
+    assert info["backend"] == "local" and "roboflow" not in info and info["package_zip"]
+    assert pre_annotation_conf(plain) == 0.3
+    p = make_config(tmp_path, tiny_data, validation={"conf": 0.3},
+                    review={"pre_annotation_conf": 0.6, "local": {"make_zip": False, "import_from": "back"}})
+    ctx = step_context(load_config(p))
+    info = review_info(ctx, [])
+    assert pre_annotation_conf(ctx) == 0.6 and info["package_zip"] is None
+    assert info["import_from"] == str((tmp_path / "back").resolve())
+    assert any(f"Put the corrected labels in {tmp_path.resolve() / 'back'}" in s for s in info["steps"])
 
 
 def test_paths_resolve_against_the_config_file(tmp_path, tiny_data):

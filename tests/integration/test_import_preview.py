@@ -20,7 +20,7 @@ from al.core.context import Options
 from al.core.errors import ReviewError
 from al.data import dataset
 from al.steps import review
-from tests.test_review_support import resume, run_at_review
+from tests.integration.test_review_support import resume, run_at_review
 
 NAMES = ["zero", "one", "two", "three", "four"]
 COUNTS = [f.name for f in fields(ImportPreview) if f.type == "int"]

@@ -24,7 +24,7 @@ from al.data.dataset import DatasetError
 from al.review import ReviewError, imports, read_norm_labels
 from al.review import package as pkg
 from al.steps import review
-from tests.test_review_support import resume, run_at_review
+from tests.integration.test_review_support import resume, run_at_review
 
 NAMES = ["zero", "one", "two", "three", "four"]
 

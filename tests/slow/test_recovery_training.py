@@ -18,9 +18,9 @@ from al.core.config import load_config
 from al.core.paths import RunPaths
 from al.yolo import checkpoints
 from tests.conftest import make_config
-from tests.test_real_training import _alive, _children_of
+from tests.slow.test_real_training import _alive, _children_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 # Loaded by every Python process started with this folder on PYTHONPATH (the orchestrator and its training

@@ -17,7 +17,7 @@ from al.core.paths import RunPaths
 from al.core.store import StoreError
 from al.steps import review
 from tests.conftest import make_config
-from tests.test_review_support import run_at_review
+from tests.integration.test_review_support import run_at_review
 
 NAMES = ["zero", "one"]
 COUNTS = {"tp": 3, "fp": 1, "fn": 2, "precision": 0.75, "recall": 0.6, "f1": 0.666667}

@@ -16,7 +16,7 @@ from al.data import dataset
 from al.review import ReviewError, read_norm_labels
 from al.review import package as pkg
 from al.steps import review
-from tests.test_review_support import resume, run_at_review
+from tests.integration.test_review_support import resume, run_at_review
 
 
 @pytest.fixture

@@ -100,6 +100,17 @@ def test_scan_survives_a_corrupt_cache_file(weights, pool_images, tmp_path):
     assert again.cached == 0 and len(again.images) == 2
 
 
+def test_subset_of_a_scan_without_cache_keeps_its_predictions(weights, pool_images, tmp_path):
+    cached = pool.scan(weights, pool_images[:4], SETTINGS, tmp_path / "cache")
+    mem = pool.scan(weights, pool_images[:4], SETTINGS, None)  # no cache folder: the boxes stay in memory
+    part = mem.subset([3, 1])
+    assert part.images == [pool_images[3], pool_images[1]]
+    for j, i in enumerate([3, 1]):
+        assert len(part.predictions(j)) > 0
+        assert np.allclose(part.predictions(j), mem.predictions(i))
+        assert np.allclose(part.predictions(j), cached.predictions(i), atol=1e-3)  # the cache stores float32
+
+
 def test_read_detections_and_unconfirmed(tmp_path, caplog):
     f = tmp_path / "a.txt"
     f.write_text("1 0.5 0.5 0.2 0.4 0.9\n2 0.1 0.1 0.1 0.1\nx 1 2 3 4 5\n0 0.25 0.25 0.5 0.5 0.3\n")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 from filelock import FileLock
 
 from al.app.api import open_run
@@ -13,7 +15,7 @@ from al.cli import main
 from al.core import artifacts, store
 from al.core.config import load_config
 from al.core.context import Listeners
-from al.core.events import StepFinished, StepStarted
+from al.core.events import RunFailed, StepFinished, StepStarted
 from al.core.paths import RunPaths
 from tests.conftest import make_config
 
@@ -98,7 +100,8 @@ def test_existing_run_needs_resume_or_start_iteration(tmp_path, tiny_data, capsy
     out = capsys.readouterr().out
     assert "ACTIVE LEARNING COMPLETE" in out and "[STEP 1/7] Validating model..." in out
     assert main(["--config", str(cfgp), "--headless"]) == 2
-    assert "Use --resume to continue it, --start-iteration N" in capsys.readouterr().err
+    err = capsys.readouterr().err  # complete: --resume would not continue it (tests/integration/test_error_advice.py)
+    assert "is complete" in err and "Use --start-iteration N" in err and "--resume" not in err
     assert main(["--config", str(cfgp), "--resume", "--headless"]) == 2
     assert "is complete" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
@@ -129,6 +132,66 @@ def test_start_iteration_keeps_earlier_and_moves_later_aside(tmp_path, tiny_data
     assert len(superseded) == 1 and (superseded[0] / "validation.json").is_file()
     rows = store.read_csv(p.convergence_csv)
     assert [r["iteration"] for r in rows] == ["0", "1", "2"]
+
+
+def test_start_iteration_supersedes_every_later_artefact(tmp_path, tiny_data):
+    """Nothing of the old iterations >= N stays live (reports, prompts, CSV rows, plots): only under superseded/."""
+    cfg = load_config(make_config(tmp_path, tiny_data, active_learning__max_iterations=3))
+    assert _run(cfg)[0] == 0
+    p = RunPaths(cfg.run_dir)
+    later = [p.iteration(1), p.iteration(2), p.dataset_version(1), p.dataset_version(2), p.added_images(1).parent,
+             p.iteration_report(1), p.iteration_report(2), p.prompts(1), p.prompts(2)]
+    assert all(f.exists() for f in later)
+    old_csv, old_plot = p.convergence_csv.read_text(), (p.convergence_plots / "f1_trend.png").read_bytes()
+    old_history = p.prompt_history.read_text()
+
+    ctx = open_run(cfg, start_iteration=1, dry_run=True, ui=Listeners())
+    assert [f for f in later if f.exists()] == []
+    [old] = (cfg.run_dir / "superseded").iterdir()
+    assert [f for f in later if not (old / f.relative_to(p.root)).exists()] == []
+    assert p.iteration(0).is_dir() and p.iteration_report(0).is_file() and p.prompts(0).is_file()
+    assert [r["iteration"] for r in store.read_csv(p.convergence_csv)] == ["0"]
+    assert (old / p.convergence_csv.relative_to(p.root)).read_text() == old_csv
+    assert [v["iteration"] for v in store.read_json(p.prompt_history)["versions"]] == [0]
+    assert (old / p.prompt_history.relative_to(p.root)).read_text() == old_history
+    assert (p.convergence_plots / "f1_trend.png").read_bytes() != old_plot  # drawn again from row 0 alone
+    assert (old / p.convergence_plots.relative_to(p.root) / "f1_trend.png").read_bytes() == old_plot
+
+    assert run(ctx) == 0
+    assert [r["iteration"] for r in store.read_csv(p.convergence_csv)] == ["0", "1", "2"]
+    assert [v["iteration"] for v in store.read_json(p.prompt_history)["versions"]] == [0, 1, 2]
+    assert all(f.exists() for f in later)
+
+
+def test_an_unreadable_image_in_the_analysis_is_a_user_error_and_the_run_resumes(tmp_path, tiny_data):
+    data = tmp_path / "tiny"  # a copy: one of its images is broken below
+    shutil.copytree(tiny_data.parent, data, ignore=shutil.ignore_patterns("*.cache"))
+    (data / "data.yaml").write_text(yaml.safe_dump({**yaml.safe_load(tiny_data.read_text()), "path": str(data)}))
+    cfg = load_config(make_config(tmp_path, data / "data.yaml", active_learning__max_iterations=1))
+    p = RunPaths(cfg.run_dir)
+    bus = Listeners()
+    events, broken = [], {}
+
+    def break_an_image(ev):  # after validate read it, before analyze opens it
+        if isinstance(ev, StepFinished) and ev.step == "validate" and not broken:
+            rec = next(r for r in artifacts.load_validation_records(p, 0).images if r["fn"] or r["fp"])
+            img = Path(rec["image"]).resolve()
+            assert img.is_relative_to(data)
+            broken[img] = img.read_bytes()
+            img.write_bytes(b"not an image")
+
+    bus.subscribe(break_an_image)
+    bus.subscribe(events.append)
+    assert run(open_run(cfg, dry_run=True, ui=bus)) == 1
+    [failed] = [e for e in events if isinstance(e, RunFailed)]
+    [(img, original)] = broken.items()
+    assert failed.step == "analyze" and failed.saved and "\n" not in failed.message
+    assert str(img) in failed.message and "cannot be read. Restore the image" in failed.message
+    assert "Traceback" not in failed.message and "(full traceback in" not in failed.message
+    assert store.read_json(p.state)["step"] == "failed"
+    img.write_bytes(original)  # the fix the message names
+    code, seen = _run(cfg, resume=True)
+    assert code == 0 and seen[0] == "analyze"
 
 
 def test_failed_step_is_resumable_after_fix(tmp_path, tiny_data):

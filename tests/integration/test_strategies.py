@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -14,9 +15,10 @@ from al.core.config import ConfigError, SamplingConfig, load_config
 from al.core.context import Listeners
 from al.core.events import Progress
 from al.core.paths import RunPaths
+from al.data import dataset
 from al.selection import pool, sampling
 from al.steps import extract
-from tests.conftest import make_config
+from tests.conftest import make_config, step_context
 
 NAMES = ["zero", "one", "two"]
 
@@ -87,9 +89,14 @@ def test_sampling_config_keys_and_defaults(tmp_path, tiny_data):
     assert sc.combined_weights() == {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2}
     with pytest.raises(ConfigError, match="sampling_strategy.strategy"):
         load_config(make_config(tmp_path, tiny_data, sampling_strategy={"strategy": "smart"}))
-    with pytest.raises(ConfigError, match="combined_\\* weights 0"):
-        load_config(make_config(tmp_path, tiny_data, sampling_strategy={
-            "combined_uncertainty_weight": 0, "combined_diversity_weight": 0, "combined_class_balance_weight": 0}))
+    zero = {"combined_uncertainty_weight": 0, "combined_diversity_weight": 0, "combined_class_balance_weight": 0}
+    # only the strategy in effect needs a weight above 0: mining the validation split uses fn_weighted unless asked
+    assert load_config(make_config(tmp_path, tiny_data, sampling_strategy=zero)).sampling_strategy.strategy \
+        == "fn_weighted"
+    for ov in ({"sampling_strategy": {**zero, "strategy": "combined"}},
+               {"sampling_strategy": zero, "dataset__mining_source": "pool"}):
+        with pytest.raises(ConfigError, match="combined_\\* weights 0"):
+            load_config(make_config(tmp_path, tiny_data, **ov))
 
 
 def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
@@ -117,6 +124,21 @@ def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
     again = store.read_json(p.hard_examples(0))
     assert again["scan"]["cached"] == 40
     assert [pk["image"] for pk in again["picks"]] == [pk["image"] for pk in hard["picks"]]
+
+
+def test_pool_images_are_excluded_by_content_not_by_name(tmp_path, tiny_data):
+    """A pool image named like a labelled image is a candidate; a byte copy of a labelled image is not."""
+    pool_dir = tmp_path / "pool"
+    (pool_dir / "cam2").mkdir(parents=True)
+    train = sorted((tiny_data.parent / "images" / "train").glob("*.jpg"))
+    other = sorted((tiny_data.parent / "pool" / "images").glob("*.jpg"))
+    shutil.copy(other[0], pool_dir / "cam2" / train[0].name)  # another image under a labelled image's name
+    shutil.copy(other[1], pool_dir / "cam2" / train[1].name)
+    shutil.copy(train[2], pool_dir / "copy_of_a_training_image.jpg")
+    cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool", dataset__pool_dir=str(pool_dir)))
+    splits = dataset.read_data_yaml(tiny_data).splits
+    want = [str((pool_dir / "cam2" / f.name).resolve()) for f in train[:2]]
+    assert extract._pool_images(step_context(cfg), splits) == want
 
 
 @pytest.mark.parametrize("strategy", ["random", "entropy", "fn_weighted"])

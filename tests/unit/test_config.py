@@ -17,7 +17,24 @@ def test_valid_config_resolves_paths_against_its_folder(tmp_path, tiny_data, mon
     cfg = load_config(make_config(tmp_path, tiny_data))
     assert cfg.run_dir == (tmp_path / "run").resolve()
     assert cfg.dataset.combined_dir == (tmp_path / "combined").resolve()
-    assert cfg.training.imgsz == 64 and cfg.sampling_strategy.class_balance_weight == 0.3
+
+
+def test_training_values_from_the_file_reach_the_training_child(tmp_path, tiny_data):
+    """What the training child hands Ultralytics (retrain.train_spec) is what the file says, per iteration."""
+    from al.core.paths import RunPaths
+    from al.steps.retrain import train_spec
+    from tests.conftest import step_context
+
+    training = {"epochs_base": 7, "epochs_increment": 3, "base_lr": 0.01, "lr_decay_factor": 0.25, "imgsz": 96,
+                "batch": 4, "patience": 5, "optimizer": "SGD", "device": "cpu", "workers": 1, "seed": 11,
+                "extra": {"mosaic": 0.0}}
+    cfg = load_config(make_config(tmp_path, tiny_data, training=training))
+    base, third = train_spec(step_context(cfg), 0), train_spec(step_context(cfg), 2)
+    assert (base["epochs"], third["epochs"]) == (7, 3)
+    assert base["lr0"] == 0.01 and third["lr0"] == pytest.approx(0.01 * 0.25 ** 2)
+    for key in ("imgsz", "batch", "patience", "optimizer", "device", "workers", "seed", "extra"):
+        assert base[key] == third[key] == training[key], key
+    assert base["model"] == "yolov8n.yaml" and third["model"] == str(RunPaths(cfg.run_dir).best(1))
 
 
 def test_unknown_key_names_file_line_and_key(tmp_path, tiny_data):
@@ -38,11 +55,14 @@ def test_unknown_key_names_file_line_and_key(tmp_path, tiny_data):
 def test_bad_values_name_key_value_and_range(tmp_path, tiny_data, section, key, value, needle):
     cfg = yaml.safe_load(make_config(tmp_path, tiny_data).read_text())
     cfg[section][key] = value
-    p = _write(tmp_path, yaml.safe_dump(cfg))
+    text = yaml.safe_dump(cfg)
+    p = _write(tmp_path, text)
+    lines = text.splitlines()
+    line = next(i for i, ln in enumerate(lines, 1) if ln.startswith(f"  {key}:") and i > lines.index(f"{section}:"))
     with pytest.raises(ConfigError) as e:
         load_config(p)
     msg = str(e.value)
-    assert str(p) in msg and needle in msg
+    assert msg.startswith(f"{p}:{line}: ") and needle in msg
     assert f"'{section}.{key}'" in msg and repr(value) in msg  # model-level validators name their key too
 
 
@@ -74,7 +94,7 @@ def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, tiny_
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     for name in ("al_config.yaml", "demo.yaml"):
         cfg = load_config(root / "config" / name, check_files=False)
         assert cfg.dataset.data_yaml.name == "data.yaml"
@@ -143,6 +163,21 @@ def test_plain_aliases_still_work(tmp_path, tiny_data):
      "  uncertainty_weight: 0\n", 4, "sampling_strategy.class_balance_weight", "all four fn_weighted weights"),
     ("review:\n  backend: roboflow\n", 4, "review.backend", "needs review.roboflow.project"),
     ("review:\n  roboflow:\n    api_key_env: my key\n", 5, "review.roboflow.api_key_env", "not an environment"),
+    ("sampling_strategy:\n  strategy: combined\n  combined_uncertainty_weight: 0\n  combined_diversity_weight: 0\n"
+     "  combined_class_balance_weight: 0\n", 5, "sampling_strategy.combined_uncertainty_weight",
+     "all three combined_* weights 0"),
+    ("  mining_source: pool\n  pool_dir: .\nsampling_strategy:\n  combined_diversity_weight: 0\n"  # pool: combined
+     "  combined_uncertainty_weight: 0\n  combined_class_balance_weight: 0\n", 7,
+     "sampling_strategy.combined_uncertainty_weight", "all three combined_* weights 0"),
+    ("review:\n  local:\n    class_mapping:\n      cat: ''\n", 6, "review.local.class_mapping.cat",
+     "class_mapping has empty names"),
+    ("review:\n  roboflow:\n    project: p\n    class_mapping: {a: ''}\n", 6, "review.roboflow.class_mapping.a",
+     "class_mapping has empty names"),
+    ("review:\n  roboflow:\n    project: p\n    api_url: api.example.com\n", 6, "review.roboflow.api_url",
+     "must start with http"),
+    ("review:\n  roboflow:\n    workspace: me/ws\n", 5, "review.roboflow.workspace", "must be the bare slug"),
+    ("review:\n  roboflow:\n    project: ws/p\n", 5, "review.roboflow.project", "must be the bare slug"),
+    ("review:\n  roboflow:\n    project: p\n    version: 0\n", 6, "review.roboflow.version", "must be 1 or more"),
 ])
 def test_model_validator_errors_name_the_key_and_its_line(tmp_path, tiny_data, body, line, key, needle):
     p = _write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\n{body}")

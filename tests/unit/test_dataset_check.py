@@ -25,7 +25,7 @@ from al.data import check, dataset, manifest
 from al.data.labels import BadLabelsError, Labelled, read_norm_labels
 from tests.conftest import make_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NC = 5  # the demo's classes
 
 
@@ -267,7 +267,8 @@ def test_merge_refuses_an_unreadable_reviewed_image_and_writes_nothing(tmp_path,
     fake.write_text("<html>not found</html>")
     good = _split(data, "val")[0]
     box = np.array([[1, 0.2, 0.2, 0.4, 0.5]])
-    cands = [Labelled(str(fake), box, "local-package", "human"), Labelled(good, box, "local-package", "human")]
+    cands = [Labelled(str(fake), box, "local-package", "human"),
+             Labelled(good, box, "local-package", "human", pick=good)]  # a picked val image: it moves to train
     with pytest.raises(check.BadDataError) as e:
         _merge(tmp_path, data, cands)
     assert f"{fake}: not an image Pillow can read" in str(e.value) and "nothing was merged" in str(e.value)

@@ -21,11 +21,11 @@ from al.core.events import Message, RunFailed, StepFinished, StepStarted
 from al.core.paths import RunPaths
 from al.yolo import checkpoints
 from tests.conftest import make_config
-from tests.test_loop import EXPECTED
+from tests.integration.test_loop import EXPECTED
 
 
 def _run(cfg, *, resume=False, stop_after=None, dry_run=True, start_iteration=None):
-    """Run the machine in-process (as tests/test_loop.py does); also returns every event."""
+    """Run the machine in-process (as tests/integration/test_loop.py does); also returns every event."""
     bus = Listeners()
     seen, finished, events = [], [], []
     ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, ui=bus)

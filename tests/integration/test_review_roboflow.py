@@ -29,7 +29,7 @@ from al.data import dataset
 from al.review import ReviewError, read_norm_labels
 from al.review import roboflow as rfmod
 from al.steps import review
-from tests.test_review_support import resume, run_at_review
+from tests.integration.test_review_support import resume, run_at_review
 
 NAMES = ["zero", "one", "two", "three", "four"]
 MAX_REQUESTS = 400

@@ -65,3 +65,25 @@ def test_csv_rewrite_has_no_duplicates(tmp_path):
     store.write_csv(p, rows, ["iteration", "f1"])
     assert p.read_text() == "iteration,f1\n0,0.5\n1,\n"
     assert store.read_csv(p) == [{"iteration": "0", "f1": "0.5"}, {"iteration": "1", "f1": ""}]
+
+
+def test_numpy_scalars_and_arrays_are_written_as_json_numbers_and_lists(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "n.json"
+    store.write_json(p, {"f": np.float32(0.5), "i": np.int64(3), "b": np.bool_(True), "v": np.array([1, 2, 3]),
+                         "m": np.array([[1.5, 2.0]], dtype=np.float32), "one": np.array([7]), "empty": np.zeros(0)})
+    assert store.read_json(p) == {"schema": 1, "f": 0.5, "i": 3, "b": True, "v": [1, 2, 3], "m": [[1.5, 2.0]],
+                                  "one": [7], "empty": []}
+
+
+def test_nan_is_refused_naming_the_file_and_the_key(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "n.json"
+    store.write_json(p, {"v": "old"})
+    with pytest.raises(ValueError, match=r"n\.json: not written: key 'a\.b\[1\]' \(nan\) is not a finite number"):
+        store.write_json(p, {"a": {"b": [1.0, float("nan")]}})
+    with pytest.raises(ValueError, match=r"key 'x\[0\]\[1\]' \(inf\)"):
+        store.write_json(p, {"x": np.array([[0.0, np.inf]])})
+    assert store.read_json(p) == {"schema": 1, "v": "old"}  # nothing half-written
