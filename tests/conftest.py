@@ -67,3 +67,27 @@ def learned_baseline(tmp_path_factory) -> Path:
     from benchmarks.crash_harness import Size, train_baseline
 
     return train_baseline(tmp_path_factory.mktemp("learned_baseline"), Size())
+
+
+def run_in_process(cfg, *, resume=False, stop_after=None, dry_run=True, auto=False, start_iteration=None):
+    """Run the loop in-process; with stop_after=n, ask it to stop after the n-th finished step. Returns the exit
+    code, the steps started in order, and every event."""
+    from al.app.api import open_run, run_loop
+    from al.core.context import Listeners
+    from al.core.events import StepFinished, StepStarted
+
+    bus = Listeners()
+    seen, finished, events = [], [], []
+    ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, auto=auto, ui=bus)
+
+    def sub(ev):
+        events.append(ev)
+        if isinstance(ev, StepStarted):
+            seen.append(ev.step)
+        if isinstance(ev, StepFinished):
+            finished.append(ev.step)
+            if stop_after is not None and len(finished) == stop_after:
+                bus.stop()
+
+    bus.subscribe(sub)
+    return run_loop(ctx), seen, events

@@ -15,30 +15,18 @@ from al.cli import main
 from al.core import artifacts, store
 from al.core.config import load_config
 from al.core.context import Listeners
-from al.core.events import RunFailed, StepFinished, StepStarted
+from al.core.events import RunFailed, StepFinished
 from al.core.paths import RunPaths
-from tests.conftest import make_config
+from tests.conftest import make_config, run_in_process
 
 EXPECTED = ["retrain", "validate", "analyze", "converge", "extract", "review", "retrain", "track",
             "validate", "analyze", "converge", "track"]
 
 
-def _run(cfg, *, resume=False, stop_after=None, dry_run=True, auto=False, start_iteration=None):
-    """Run the machine; with stop_after=n, ask it to stop after the n-th finished step."""
-    bus = Listeners()
-    seen, finished = [], []
-    ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, auto=auto, ui=bus)
-
-    def sub(ev):
-        if isinstance(ev, StepStarted):
-            seen.append(ev.step)
-        if isinstance(ev, StepFinished):
-            finished.append(ev.step)
-            if stop_after is not None and len(finished) == stop_after:
-                bus.stop()
-
-    bus.subscribe(sub)
-    return run(ctx), seen
+def _run(cfg, **kw):
+    """Run the machine (tests.conftest.run_in_process); returns the exit code and the steps started."""
+    code, seen, _ = run_in_process(cfg, **kw)
+    return code, seen
 
 
 @pytest.fixture(scope="module")

@@ -12,35 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from al.app.api import open_run, run_loop
 from al.cli import main
 from al.core import store
 from al.core.config import load_config
-from al.core.context import Listeners
-from al.core.events import Message, RunFailed, StepFinished, StepStarted
+from al.core.events import Message, RunFailed
 from al.core.paths import RunPaths
 from al.yolo import checkpoints
-from tests.conftest import make_config
+from tests.conftest import make_config, run_in_process
 from tests.integration.test_loop import EXPECTED
 
 
-def _run(cfg, *, resume=False, stop_after=None, dry_run=True, start_iteration=None):
-    """Run the machine in-process (as tests/integration/test_loop.py does); also returns every event."""
-    bus = Listeners()
-    seen, finished, events = [], [], []
-    ctx = open_run(cfg, resume=resume, start_iteration=start_iteration, dry_run=dry_run, ui=bus)
-
-    def sub(ev):
-        events.append(ev)
-        if isinstance(ev, StepStarted):
-            seen.append(ev.step)
-        if isinstance(ev, StepFinished):
-            finished.append(ev.step)
-            if stop_after is not None and len(finished) == stop_after:
-                bus.stop()
-
-    bus.subscribe(sub)
-    return run_loop(ctx), seen, events
+def _run(cfg, **kw):
+    """Run the machine in-process (tests.conftest.run_in_process): exit code, steps started, every event."""
+    return run_in_process(cfg, **kw)
 
 
 def _warnings(events) -> list[str]:
