@@ -175,6 +175,7 @@ def run(ctx: StepContext) -> str:
     if target > 0:
         _source_model(ctx, target)
     if result_file.is_file() and _finished(ctx, target, spec):  # finished before a crash, state not yet saved
+        paths.last_good(target).unlink(missing_ok=True)  # the crash may have come before the finished run's cleanup
         return "next"
     if ctx.env.opts.dry_run:
         _dry_run(ctx, target, spec)
