@@ -110,10 +110,15 @@ def _finished(ctx: StepContext, target: int, spec: dict) -> bool:
 
 def _resumable(ctx: StepContext, target: int) -> bool:
     """The interrupted training's last.pt and best.pt load, as they are or restored from the good copies the
-    training child keeps; False, with a warning, when one is lost: the training then restarts from epoch 1."""
-    for ck in (ctx.env.paths.last(target), ctx.env.paths.best(target)):
-        t = checkpoints.trust(ck)
-        if t.restored:
+    training child keeps (best.pt from last.pt when the kill came between Ultralytics' writes of a best epoch:
+    checkpoints.trust_best); False, with a warning, when one is lost: the training then restarts from epoch 1."""
+    last, best = ctx.env.paths.last(target), ctx.env.paths.best(target)
+    for ck in (last, best):
+        t = checkpoints.trust(ck) if ck == last else checkpoints.trust_best(best, last)
+        if t.restored and t.source == last:
+            _warn(ctx, f"[CHECKPOINT] WARNING: {ck} was {t.problem}; restored it from {last}, the same epoch (the "
+                       f"training stopped between Ultralytics' writes of the two): the training resumes from there")
+        elif t.restored:
             _warn(ctx, f"[CHECKPOINT] WARNING: {ck} was {t.problem}; restored the last verified copy "
                        f"{good_copy(ck)}: the training resumes from there")
         elif not t.ok:

@@ -77,11 +77,13 @@ def keep(path: Path) -> bool:
 
 @dataclass
 class Trust:
-    """What trust() found: ok (loadable now), restored (from its good copy), and why it was not loadable."""
+    """What trust() found: ok (loadable now), restored (from `source`: its good copy unless said otherwise), and
+    why it was not loadable."""
 
     ok: bool
     restored: bool = False
     problem: str | None = None
+    source: Path | None = None
 
 
 def trust(path: Path) -> Trust:
@@ -100,6 +102,40 @@ def trust(path: Path) -> Trust:
         return Trust(ok=False, problem=why)
     store.write_bytes_atomic(path, data)
     return Trust(ok=True, restored=True, problem=why)
+
+
+def _epoch(path: Path) -> tuple[int, bool] | None:
+    """(epoch, whether it is the best so far) of an Ultralytics epoch checkpoint; None for a final (stripped)
+    checkpoint, whose epoch is -1, and for anything that does not load. Best so far: its best_fitness is its own
+    fitness, Ultralytics' test for writing the same bytes to best.pt right after last.pt."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a damaged, missing or foreign file is simply not one
+        return None
+    if not isinstance(ck, dict) or not isinstance(ck.get("epoch"), int) or ck["epoch"] < 0:
+        return None
+    return ck["epoch"], ck.get("best_fitness") == (ck.get("train_metrics") or {}).get("fitness")
+
+
+def trust_best(best: Path, last: Path) -> Trust:
+    """trust(best) for an interrupted training. Ultralytics saves an epoch that is the best so far to last.pt and
+    then the same bytes to best.pt: when best.pt does not load and last.pt is such an epoch, newer than best.pt's
+    good copy (or there is none), the kill came between the two writes, and best.pt is restored from last.pt.
+    Restored from the older good copy, the training would end with an older model than the one it made: the resume
+    continues from last.pt, whose best_fitness a later epoch must beat before best.pt is written again."""
+    best, last = Path(best), Path(last)
+    why = problem(best)
+    if why is None:
+        return Trust(ok=True)
+    newest = _epoch(last) if problem(last) is None else None
+    if newest is not None and newest[1]:
+        good = _epoch(good_copy(best)) if problem(good_copy(best)) is None else None
+        if good is None or good[0] < newest[0]:
+            store.write_bytes_atomic(best, last.read_bytes())
+            return Trust(ok=True, restored=True, problem=why, source=last)
+    return trust(best)
 
 
 def ensure(path: Path, what: str, *, warn: Callable[[str], None], fix: str) -> None:
