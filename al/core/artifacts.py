@@ -52,13 +52,28 @@ class Counts(_Model):
     f1: Unit
 
 
+class ClassAP(_Model):
+    """One class's average precision (Ultralytics' AP: 101-point interpolation, IoU 0.5 and 0.5:0.95)."""
+
+    ap50: Unit
+    ap50_95: Unit
+    instances: Count = 0
+
+
 class SplitMetrics(Counts):
     """A whole split (the frozen test split): overall counts and scores, mAP, per class, and how many images."""
 
     map50: Unit
     map50_95: Unit
     per_class: dict[str, Counts]
+    per_class_ap: dict[str, ClassAP] = {}
     images: Count
+
+
+class DecisionMetrics(SplitMetrics):
+    """The model on the decision set (paths.decision_set): the figures convergence, plots and the gate read."""
+
+    set: Literal["test", "val_frozen"]
 
 
 class Timing(_Model):
@@ -85,6 +100,10 @@ class ValidationSummary(_Model):
     train_sample: Count = 0
     test: SplitMetrics | None = None
     """None without a test split."""
+    per_class_ap: dict[str, ClassAP] = {}
+    """AP50 and AP50-95 per class on this split."""
+    decision: DecisionMetrics | None = None
+    """The same model on the frozen decision set (None in runs made before the gate)."""
     timing: Timing | None = None
 
 
@@ -259,6 +278,95 @@ def load_review(paths: RunPaths, k: int) -> ReviewResult:
     fix = (f"It is written by the review step of iteration {k}: restore it from a backup, or redo that review with "
            f"--start-iteration {k + 1}.")
     return _validate(ReviewResult, store.read_json(path, schema=REVIEW_SCHEMA, fix=fix), path, fix)
+
+
+# ------------------------------------------------------------------------------------------- promotion gate
+
+DECISION_SET_SCHEMA = 1
+PROMOTION_SCHEMA = 1
+CHAMPION_SCHEMA = 1
+
+
+class DecisionSet(_Model):
+    """decision_set.json: the images every decision is measured on, frozen at iteration 0. `test` is the frozen
+    test split; `val_frozen` a seeded part of validation carved once and never mined (it stays in val)."""
+
+    set: Literal["test", "val_frozen"]
+    images: list[str]
+    content_hash: str
+    """SHA-256 over the sorted images' content hashes: a changed file on disk is detected."""
+    created_iteration: Count = 0
+
+
+class Promotion(_Model):
+    """promotion.json of iteration k: the challenger (iteration k's model) against the champion before it, on the
+    decision set, with a paired bootstrap over images. Iteration 0 (the baseline) is champion by definition."""
+
+    iteration: Count
+    challenger: Count
+    champion_before: Count | None
+    champion_after: Count
+    promoted: bool
+    metric: str
+    challenger_value: float
+    champion_value: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    resamples: Count
+    margin: float
+    per_class_delta: dict[str, float] = {}
+    """AP50-95 change per class (challenger - champion)."""
+    alarms: list[str] = []
+    """Classes whose AP dropped by more than gate.max_class_drop."""
+    decision_set: Literal["test", "val_frozen"]
+    decision_images: Count
+    reason: str
+
+
+class Champion(_Model):
+    """champion.json: the run's current champion (what release and the next fine-tune use)."""
+
+    iteration: Count
+    weights: str
+    since_iteration: Count
+    """The iteration whose gate made it champion."""
+    metric: str
+    value: float
+
+
+def save_promotion(paths: RunPaths, k: int, p: Promotion) -> None:
+    store.write_json(paths.promotion(k), p.to_json(), schema=PROMOTION_SCHEMA)
+
+
+def load_promotion(paths: RunPaths, k: int) -> Promotion:
+    path = paths.promotion(k)
+    fix = (f"It is written by the validate step of iteration {k} (the promotion gate): redo it with "
+           f"--start-iteration {k}.")
+    return _validate(Promotion, store.read_json(path, schema=PROMOTION_SCHEMA, fix=fix), path, fix)
+
+
+def save_decision_set(paths: RunPaths, d: DecisionSet) -> None:
+    store.write_json(paths.decision_set, d.to_json(), schema=DECISION_SET_SCHEMA)
+
+
+def load_decision_set(paths: RunPaths) -> DecisionSet:
+    path = paths.decision_set
+    fix = ("It is written once, by iteration 0's validate step: restore it from a backup, or start the run again "
+           "(--start-iteration 0); changing it would make later iterations' figures incomparable.")
+    return _validate(DecisionSet, store.read_json(path, schema=DECISION_SET_SCHEMA, fix=fix), path, fix)
+
+
+def save_champion(paths: RunPaths, c: Champion) -> None:
+    store.write_json(paths.champion, c.to_json(), schema=CHAMPION_SCHEMA)
+
+
+def load_champion(paths: RunPaths) -> Champion:
+    path = paths.champion
+    fix = ("It is written by the promotion gate in each validate step; a run without it has not validated its "
+           "baseline yet (run the loop first).")
+    return _validate(Champion, store.read_json(path, schema=CHAMPION_SCHEMA, fix=fix), path, fix)
 
 
 # ----------------------------------------------------------------------------------------------------- common

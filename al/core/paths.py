@@ -173,6 +173,38 @@ class RunPaths:
     def train_result(self, k: int) -> Path:
         return self.iteration(k) / "train_result.json"
 
+    # the promotion gate (al.core.artifacts.DecisionSet, Promotion, Champion)
+    @property
+    def decision_set(self) -> Path:
+        """The frozen set every decision reads (convergence, trend plots, the gate): chosen once, at iteration 0."""
+        return self.root / "decision_set.json"
+
+    def decision_eval(self, k: int) -> Path:
+        """Iteration k's model on the decision set, per image (the arrays the gate's paired bootstrap resamples)."""
+        return self.iteration(k) / "decision_eval.npz"
+
+    def promotion(self, k: int) -> Path:
+        """The gate's verdict on iteration k's model (the challenger) against the champion before it."""
+        return self.iteration(k) / "promotion.json"
+
+    @property
+    def champion(self) -> Path:
+        """Which iteration's model is the champion now (rewritten by the gate; derivable from promotion.json)."""
+        return self.root / "champion.json"
+
+    # releases/ and the experiment history
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    def release(self, version: str) -> Path:
+        return self.releases / version
+
+    @property
+    def mlflow_store(self) -> Path:
+        """The default local MLflow store (tracking.mlflow without a tracking_uri)."""
+        return self.root / "mlflow"
+
     # metrics/
     @property
     def metrics(self) -> Path:
