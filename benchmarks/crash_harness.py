@@ -1,46 +1,38 @@
 """Crash harness: SIGKILL a small real loop at chosen moments, --resume it until it finishes, and compare the run
-with an uninterrupted reference.
+with an uninterrupted reference (docs/CRASH_HARNESS.md).
 
 The run: `al_loop.py --headless` on a small generated demo set (al.data.demo), from a baseline that already
-learned (trained once by `train_baseline`, the product's own training child), `max_iterations` 2, simulated
-review, real Ultralytics training (`epochs_base` epochs in iteration 0, `epochs_increment` in the fine-tune).
-Selection is `random` (seeded): the picks, and so every dataset version, do not depend on the model, so a
-resumed training's slightly different weights cannot change them, and any difference in the datasets is a
-bookkeeping bug. The convergence rules other than max_iterations are switched off for the same reason.
+learned (`train_baseline`, the product's own training child), max_iterations 2, simulated review, real Ultralytics
+training (2 epochs in iteration 0, 2 in the fine-tune). Selection is `random` (seeded): the picks, and so every
+dataset version, do not depend on the model, so a resumed training's other weights cannot change them and any
+difference in a dataset version is a bookkeeping bug; the convergence rules other than max_iterations are off for
+the same reason. `val: false` makes best.pt the last epoch, so the epochs after a resume reach the loop's metrics.
+Every run uses the same run_dir path (trees compare path for path; the training order also follows the paths,
+through the names of the dataset's link mirror).
 
-Every run uses the same run_dir path (its trees are compared path for path, and dataset ids and manifests hold
-absolute paths). The reference runs uninterrupted first. Then, per kill point, a fresh run is started; at each of
-the point's moments the whole process group (the orchestrator and its training child) gets SIGKILL; `--resume`
-follows (a kill before run_state.json exists leaves nothing to resume: the harness then starts again without
-flags, as the tool's message says), and again until a run ends with exit 0. A moment is either a time after the
-attempt started (random points, seeded, uniform over the reference's duration) or a predicate on the run tree
-polled every 2 ms (targeted points: while Ultralytics rewrites last.pt/best.pt in place, while the loop writes
-the verified copy, between validate's two files, while the next dataset version, its manifest, the added images,
-the convergence CSV and plots are written, right after a training finished but before its state was saved,
-after each saved transition ...). No test hook in the product: the moment is found on disk.
+The reference runs uninterrupted first. Then, per kill point, a fresh run; at each of the point's moments the whole
+process group (the orchestrator and its training child) gets SIGKILL, then --resume, again until a run ends with
+exit 0 (a kill before run_state.json exists leaves nothing to resume: the harness starts again without flags, as
+the tool's message says). A moment is a time after the attempt started (random points, seeded) or a test on the
+run tree polled every 2 ms (targeted points: inside Ultralytics' in-place rewrites of last.pt/best.pt, inside the
+loop's verified copy, between two writes of a step, right after a saved transition ...). No hook in the product.
 
-Compared with the reference (`compare`):
-  * the file tree: the same files (logs, lock, caches and Ultralytics' labels.cache excepted), no temp file left
-    behind, every *.json and *.jsonl line parses, the typed artefacts load, run_state.json says done;
-  * exactly: every dataset version (split lists, version.json, manifest.json with hashes, label origins and
-    iterations, manifest_diff.json), the picks, review.json's bookkeeping, metadata.json's dataset part, and the
-    bookkeeping columns of metrics/convergence_tracking.csv (iteration, labelled_images, val_images,
-    dataset_version, converged, reason with its numbers masked);
-  * the metric columns (precision, recall, f1, map50, map50_95, train_f1, test_map50, test_map50_95, test_f1):
-    EXACTLY (and the model weights tensor for tensor) when no training resumed from a mid-training checkpoint,
-    within `tolerance` when one did. Ultralytics restores weights, optimizer and epoch on resume but not the RNG
-    or the loader's shuffle order, so the epochs after a resume see other augmentations and batches.
+`compare`: the same files, no temp file left behind, every JSON and JSON line parses, the typed artefacts load,
+the state says done; exactly equal dataset versions (split lists, version.json, manifests with hashes and label
+origins, diffs), picks, review.json, metadata and the CSV's bookkeeping columns; the CSV's metric columns (and
+every best.pt, tensor for tensor) EXACTLY when no epoch was trained after a resume from a mid-training checkpoint,
+within TOLERANCE when one was: Ultralytics restores weights, optimizer and epoch on resume, not the RNG or the
+loader's order (init_seeds runs again), so the epochs after a resume see other batches and augmentations.
 
-Measured (docs/CRASH_HARNESS.md has the tables; benchmarks/results/crash_harness.{md,json}):
-  * a second uninterrupted run is identical to the reference: weights tensor for tensor, every CSV column;
-  * so is every point whose kills did not land inside a training, or landed before its first checkpoint
-    (the training re-runs from epoch 1 with the same seed) or after its last epoch;
-  * a training resumed from a mid-training last.pt moves the metrics: see TOLERANCE below for the evidence.
+Measured on the project's 2-core CPU (benchmarks/results/crash_harness*.md):
+  * a second uninterrupted run equals the reference exactly (weights and every CSV column);
+  * so does every kill that made no training resume mid-way: 47 of the 50 random ones, and every kill outside
+    training, before a training's first checkpoint (it re-runs from epoch 1) or after its last epoch's save;
+  * a training resumed after its first epoch moves the metrics: see TOLERANCE.
 
-    .venv/bin/python benchmarks/crash_harness.py                        # CI size: targeted + 4 random points
-    .venv/bin/python benchmarks/crash_harness.py --random 50 --no-targeted --second-reference   # the large one
-    nohup .venv/bin/python benchmarks/crash_harness.py --random 50 --no-targeted --second-reference \\
-        > benchmarks/results/crash_harness.log 2>&1 &
+    .venv/bin/python benchmarks/crash_harness.py      # CI size: 3 targeted chains + 1 random chain, ~20 kills
+    nohup .venv/bin/python benchmarks/crash_harness.py --random 50 --random-chain 1 --targeted none \
+        --second-reference --seed 1 > benchmarks/results/crash_harness.log 2>&1 &       # the large one, ~27 min
 """
 
 from __future__ import annotations
@@ -71,11 +63,13 @@ from al.core.paths import RunPaths  # noqa: E402  (after the path insert, like t
 
 RESULTS = ROOT / "benchmarks" / "results"
 
-TOLERANCE = 0.15
-"""Largest |resumed - reference| accepted on a metric column (scores in [0, 1]) when a training resumed from a
-mid-training checkpoint. Measured over the kill points of the 50-point run (docs/CRASH_HARNESS.md): a resumed
-2-epoch fine-tune moved a metric by at most 0.11 (median of the per-point maxima 0.02) on these 20-24 validation
-images; a second uninterrupted run moved nothing (0.0 everywhere)."""
+TOLERANCE = 0.1
+"""Largest |resumed - reference| accepted on a metric column (scores in [0, 1]) when an epoch was trained after a
+resume from a mid-training checkpoint: about 1.7 times the largest difference measured. Measured on these 20-24
+validation images (docs/CRASH_HARNESS.md): over the resumed runs of the 50-point, targeted and CI runs, the largest
+metric difference per run was 0.011-0.058; every other run, and a second uninterrupted run, differed by 0.0. A
+resume after the same epoch always gives the same weights, so the differences come in a few fixed values per
+machine, not a spread; on another machine they are other values of the same size."""
 
 METRICS = ("precision", "recall", "f1", "map50", "map50_95", "train_f1", "test_map50", "test_map50_95", "test_f1")
 BOOKKEEPING = ("iteration", "labelled_images", "val_images", "dataset_version", "converged", "reason")
@@ -286,6 +280,23 @@ class KillPoint:
     moments: list[Watch] = field(default_factory=list)
 
 
+def _last_epoch_saved(path: Path) -> bool:
+    """The training's last epoch ended (its checkpoints are saved; Ultralytics' final strip comes next)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return False
+    for ln in lines:
+        if '"event": "epoch_end"' in ln:
+            try:
+                ev = json.loads(ln)
+            except ValueError:
+                continue
+            if ev["epoch"] == ev["epochs"]:
+                return True
+    return False
+
+
 def _batches_after_resume(path: Path) -> int:
     """Batches a resumed training has run since its last resume event."""
     try:
@@ -298,35 +309,38 @@ def _batches_after_resume(path: Path) -> int:
 
 def targeted_moments() -> list[list[Watch]]:
     """Kills inside the risky writes and in the windows between two writes, found on disk, as three chains: each
-    moment of a chain kills the attempt after the previous one's --resume (each one's test is false when its
-    attempt starts and becomes true later in the run)."""
+    moment of a chain kills the attempt after the previous one's --resume (its test is false when its attempt
+    starts and becomes true later in the run). Chains A and C never make a training resume mid-way, so their runs
+    must equal the reference exactly, weights included; chain B holds every kill that does (compared within the
+    tolerance: a first non-exact kill would let later ones in its chain differ unseen)."""
     return [
         [When("iteration 0's training child started, before its first epoch",
               lambda p: _events(p.train_progress(0), "start") >= 1),
-         Rewrite("Ultralytics rewriting iteration 0's last.pt in place (epoch 2's save or the final strip)",
-                 lambda p: p.last(0)),
          When("validate 0 wrote validation_images.json (its summary validation.json next)",
               lambda p: p.validation_images(0).is_file()),
          When("converge 0 wrote the CSV, not yet its trend plots", lambda p: p.convergence_csv.is_file()),
          When("review 0 copying the picks into dataset/added/", lambda p: p.added_images(0).is_dir()),
          When("review 0 began writing dataset v001 (split lists and links before version.json)",
               lambda p: p.dataset_version(1).is_dir()),
+         Rewrite("Ultralytics rewriting iteration 1's best.pt in place (epoch 2's save or the final strip)",
+                 lambda p: p.best(1)),
          When("state saved: track of iteration 1 (the last step)", _state_is("track", 1))],
+        [When("iteration 0's training between its epochs (epoch 1 saved)",
+              lambda p: _events(p.train_progress(0), "epoch_end") >= 1),
+         Rewrite("Ultralytics rewriting iteration 0's last.pt in place (epoch 2's save or the final strip)",
+                 lambda p: p.last(0)),
+         When("the loop writing iteration 1's verified copy of epoch 1 (.last.good.pt.*.tmp)",
+              lambda p: _temp_in(p.weights(1), "last.good.pt")),
+         When("the resumed fine-tune, mid-epoch", lambda p: _batches_after_resume(p.train_progress(1)) >= 1),
+         When("iteration 1's fine-tune saved its last epoch, not yet stripped",
+              lambda p: _last_epoch_saved(p.train_progress(1))),
+         When("state saved: converge of iteration 1", _state_is("converge", 1))],
         [When("iteration 0 trained and recorded (train_result.json), state not yet saved",
               lambda p: p.train_result(0).is_file()),
          When("analyse 0 writing its FN crops", lambda p: _files(p.fn_crops(0)) >= 1),
+         When("state saved: review of iteration 0", _state_is("review", 0)),
          When("review 0 wrote v001/version.json (its manifest next)",
               lambda p: (p.dataset_version(1) / "version.json").is_file()),
-         When("iteration 1's fine-tune between its epochs (last.pt of epoch 1 saved)",
-              lambda p: _events(p.train_progress(1), "epoch_end") >= 1),
-         When("the resumed fine-tune, mid-epoch", lambda p: _batches_after_resume(p.train_progress(1)) >= 1),
-         When("state saved: converge of iteration 1", _state_is("converge", 1))],
-        [When("iteration 0's training between its epochs (epoch 1 saved)",
-              lambda p: _events(p.train_progress(0), "epoch_end") >= 1),
-         When("state saved: review of iteration 0", _state_is("review", 0)),
-         When("the loop writing iteration 1's verified copy (.last.good.pt.*.tmp)",
-              lambda p: _temp_in(p.weights(1), "last.good.pt")),
-         Rewrite("Ultralytics rewriting iteration 1's best.pt in place", lambda p: p.best(1)),
          When("state saved: analyze of iteration 1", _state_is("analyze", 1)),
          When("track 1 wrote metadata.json, the final state not yet", lambda p: p.metadata(1).is_file())],
     ]
