@@ -324,6 +324,11 @@ class ReviewConfig(_Strict):
     near_duplicate_distance: int | None = Field(5, ge=0, le=32)
     """Warn when an image added to training is this close (Hamming distance of a 64-bit perceptual hash) to a
     validation or test image; null disables the check. Exact duplicates are always dropped by content hash."""
+    relabel_match_distance: int | None = Field(4, ge=0, le=16)
+    """A human-labelled image returned for a pseudo-labelled training image counts as its relabel (it replaces it,
+    and the pseudo-labels are scored against it) when the bytes are equal, or, after an annotation tool re-encoded
+    or resized it, when its perceptual hash is within this distance of exactly one pseudo-labelled image; null:
+    equal bytes only."""
     local: LocalReviewConfig = Field(default_factory=LocalReviewConfig)
     roboflow: RoboflowReviewConfig = Field(default_factory=RoboflowReviewConfig)
 

@@ -5,7 +5,9 @@ hash, split, source, the iteration it was added in and who drew its labels (data
 `merge` applies one iteration's reviewed images to a version's splits:
   * the test split is frozen: an image identical to a test image never reaches training;
   * exact duplicates (by content hash) are dropped, except a human relabel of a pseudo-labelled image, which
-    replaces it (and the pseudo-labels are scored against the human ones);
+    replaces it (and the pseudo-labels are scored against the human ones); the relabel is recognised by content
+    hash, or, for an image an annotation tool re-encoded or resized (a Roboflow export), by its perceptual hash
+    within `relabel_distance` of exactly one pseudo-labelled training image;
   * a reviewed image that is (or was picked from) the validation split moves out of validation; a validation
     image nobody picked that comes back too (an export of the whole dataset) stays in validation and is reported;
   * near-duplicates across splits (perceptual hash) are reported, not dropped.
@@ -184,13 +186,43 @@ def _checked(cands: list[Labelled], nc: int, iteration: int, on_bad_data: str) -
     return [c for c in cands if c.src not in bad], [str(p) for p in rep.problems]
 
 
+def _pseudo_phashes(man: Manifest) -> dict[str, int]:
+    """Perceptual hash of every pseudo-labelled training image (computed for entries made without one)."""
+    out = {}
+    for p, e in man.images.items():
+        if e["split"] == "train" and e["label_origin"] == "pseudo":
+            ph = e.get("phash") or phash(p)
+            if ph:
+                out[p] = int(ph, 16)
+    return out
+
+
+def _relabel_by_phash(src: str, pseudo: dict[str, int], max_distance: int) -> tuple[str, int] | None:
+    """The one pseudo-labelled training image whose perceptual hash is nearest to `src`'s and within
+    max_distance; None when there is none, or when two are equally near (ambiguous: better a duplicate than a
+    wrong replacement)."""
+    ph = phash(src)
+    if ph is None or not pseudo:
+        return None
+    paths = list(pseudo)
+    x = np.bitwise_xor(np.array([pseudo[q] for q in paths], dtype=np.uint64), np.uint64(int(ph, 16)))
+    dist = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+    best = int(dist.min())
+    near = np.where(dist == best)[0]
+    if best > max_distance or len(near) != 1:
+        return None
+    return paths[int(near[0])], best
+
+
 def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *, iteration: int, img_dir: Path,
           lbl_dir: Path, nc: int, iou: float, near_distance: int | None, dry: bool = False,
-          on_bad_data: str = "refuse") -> MergeResult:
+          on_bad_data: str = "refuse", relabel_distance: int | None = 4) -> MergeResult:
     """Apply one iteration's reviewed images to a version's splits; returns the next splits and manifest.
     `dry`: the same decisions and counts, but nothing is written (no folders, image copies or label files).
     Every reviewed image and its boxes first pass the dataset check (al.data.check): a bad one refuses the merge
-    (BadDataError, nothing written) or, with on_bad_data 'skip', is left out and listed in `bad_data`."""
+    (BadDataError, nothing written) or, with on_bad_data 'skip', is left out and listed in `bad_data`.
+    `relabel_distance`: how close (Hamming distance of the 64-bit perceptual hash) a human-labelled image must be to
+    a pseudo-labelled training image to count as its relabel when the bytes differ; None: by content hash only."""
     if dataset.label_path(img_dir / "x.jpg").parent != lbl_dir:
         raise ReviewError(f"{img_dir}: added images must live in an 'images' folder beside {lbl_dir}")
     train, val, test = list(splits["train"]), list(splits["val"]), list(splits["test"])
@@ -205,6 +237,8 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
     seen: dict[str, str] = {}
     pseudo_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     with_phash = near_distance is not None
+    pseudo_ph = _pseudo_phashes(new) if relabel_distance is not None and any(
+        c.label_origin == "human" for c in cands) else {}
     for c in cands:
         h = hashing.file_hash(c.src)
         if h in by_hash["test"] or (c.pick and c.pick in test):
@@ -213,13 +247,17 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
         if h in seen:
             res.dropped_duplicates.append({"image": c.src, "duplicate_of": seen[h]})
             continue
-        relabel = None
+        relabel, matched = None, {"matched_by": "content"}
         if h in by_hash["train"]:
             old = by_hash["train"][h]
             if not (new.images[old]["label_origin"] == "pseudo" and c.label_origin == "human"):
                 res.dropped_duplicates.append({"image": c.src, "duplicate_of": old})
                 continue
             relabel = old
+        elif c.label_origin == "human" and pseudo_ph and relabel_distance is not None:
+            near = _relabel_by_phash(c.src, pseudo_ph, relabel_distance)
+            if near:
+                relabel, matched = near[0], {"matched_by": "phash", "distance": near[1]}
         if c.pick is None and h in by_hash["val"]:  # only a pick leaves validation
             res.kept_in_val.append({"image": c.src, "val_image": by_hash["val"][h]})
             continue
@@ -235,8 +273,9 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
             pseudo_pairs.append((read_norm_labels(dataset.label_path(relabel), nc), c.boxes))
             train.remove(relabel)
             old_entry = new.images.pop(relabel)
-            by_hash["train"].pop(h, None)
-            res.relabelled.append({"image": dst_s, "replaces": relabel, "was": old_entry["label_origin"]})
+            pseudo_ph.pop(relabel, None)
+            by_hash["train"].pop(old_entry["hash"], None)
+            res.relabelled.append({"image": dst_s, "replaces": relabel, "was": old_entry["label_origin"], **matched})
         for v in [v for v in val if v == c.pick or by_hash["val"].get(h) == v]:
             val.remove(v)  # mined from validation: it moves out (never copied)
             new.images.pop(v, None)

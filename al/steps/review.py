@@ -235,7 +235,7 @@ def _merge(ctx: StepContext, man: manifest.Manifest, splits: dict[str, list[str]
     res = manifest.merge(man, splits, cands, iteration=k, img_dir=paths.added_images(k),
                          lbl_dir=paths.added_labels(k), nc=len(names), iou=cfg.validation.iou,
                          near_distance=cfg.review.near_duplicate_distance, dry=dry,
-                         on_bad_data=cfg.dataset.on_bad_data)
+                         on_bad_data=cfg.dataset.on_bad_data, relabel_distance=cfg.review.relabel_match_distance)
     if res.pseudo_check:
         res.pseudo_check = _named(res.pseudo_check, names)
     return res

@@ -110,7 +110,7 @@ def test_human_labels_replace_pseudo_labels_and_score_them(world):
     back.parent.mkdir()
     shutil.copy(pseudo_img, back)  # the same bytes: the human's export of the pseudo-labelled image
     res = _merge(tmp_path, man, splits, [Labelled(str(back), human, "combined", "human")])
-    assert res.relabelled == [{"image": res.added[0], "replaces": pseudo_img, "was": "pseudo"}]
+    assert res.relabelled == [{"image": res.added[0], "replaces": pseudo_img, "was": "pseudo", "matched_by": "content"}]
     assert pseudo_img not in res.splits["train"] and res.added[0] in res.splits["train"]
     pc = res.pseudo_check
     assert (pc["tp"], pc["fp"], pc["fn"], pc["precision"], pc["recall"]) == (1, 1, 1, 0.5, 0.5)
@@ -286,3 +286,48 @@ def test_copies_of_test_images_leave_train_and_val_at_start_and_near_duplicates_
     assert len(near) == 1 and f"{train[0].resolve()} ~ test {test[2].resolve()}" in near[0]
     assert {(d["image"], d["other"]) for d in ver["test_near_duplicates"]} == {(str(train[0].resolve()),
                                                                                str(test[2].resolve()))}
+
+
+def _pseudo_world(world):
+    tmp_path, splits, man = world
+    pseudo_img = splits["train"][1]
+    man.images[pseudo_img]["label_origin"] = "pseudo"
+    write_norm_labels(dataset.label_path(pseudo_img), np.array([[1, .1, .1, .3, .3], [2, .6, .6, .9, .9]]))
+    return tmp_path, splits, man, pseudo_img
+
+
+def _reencoded(src, dst, scale):
+    """`src` as an annotation tool hands it back: resized and re-encoded as a lossy JPEG (other bytes)."""
+    img = cv2.imread(str(src))
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    return dst
+
+
+def test_a_reencoded_human_relabel_replaces_its_pseudo_labelled_image(world):
+    tmp_path, splits, man, pseudo_img = _pseudo_world(world)
+    back = _reencoded(pseudo_img, tmp_path / "returned" / "b_export.jpg", 1.5)
+    assert dataset.file_hash(back) != dataset.file_hash(pseudo_img)
+    human = np.array([[1, .11, .1, .3, .31]])
+    res = _merge(tmp_path, man, splits, [Labelled(str(back), human, "roboflow", "human")])
+    (rel,) = res.relabelled
+    assert (rel["replaces"], rel["was"], rel["matched_by"]) == (pseudo_img, "pseudo", "phash")
+    assert rel["distance"] <= 4
+    assert pseudo_img not in res.splits["train"] and len(res.splits["train"]) == 2  # replaced, not duplicated
+    pc = res.pseudo_check
+    assert (pc["tp"], pc["fp"], pc["fn"]) == (1, 1, 0)
+
+
+def test_a_different_image_is_not_taken_for_a_relabel(world):
+    tmp_path, splits, man, pseudo_img = _pseudo_world(world)
+    other = _reencoded(splits["val"][2], tmp_path / "returned" / "e_export.jpg", 1.0)
+    res = _merge(tmp_path, man, splits, [Labelled(str(other), BOX, "roboflow", "human")])
+    assert res.relabelled == [] and res.pseudo_check is None and pseudo_img in res.splits["train"]
+    # and with the phash match off, even the re-encoded copy of the pseudo image only adds a second image
+    back = _reencoded(pseudo_img, tmp_path / "returned" / "b_export.jpg", 1.5)
+    run = tmp_path / "run2" / "added"
+    res = manifest.merge(man, splits, [Labelled(str(back), BOX, "roboflow", "human")], iteration=3,
+                         img_dir=run / "images", lbl_dir=run / "labels", nc=5, iou=0.5, near_distance=5,
+                         relabel_distance=None)
+    assert res.relabelled == [] and pseudo_img in res.splits["train"] and len(res.splits["train"]) == 3
