@@ -54,7 +54,8 @@ class Frontend(Protocol):
         """The user asked to stop (quit, Ctrl+C, SIGTERM): the running step stops at its next safe point."""
 
     def wait_for_review(self, info: dict) -> bool:
-        """Block until the human continues (True) or leaves the run awaiting review (False)."""
+        """Block until the human continues (True) or leaves the run awaiting review (False). info["resumed"]: the
+        review shown again by --resume, before its import (a frontend without a screen to show continues)."""
 
 
 class Tee:
@@ -99,7 +100,11 @@ class Listeners:
         return self._stop.is_set()
 
     def wait_for_review(self, info: dict) -> bool:
-        return bool(self.review and self.review(info))
+        """The `review` callback's answer; without one, a first request pauses the run and a review shown again
+        by --resume (info["resumed"]) continues."""
+        if self.review is None:
+            return bool(info.get("resumed"))
+        return bool(self.review(info))
 
 
 class Models(Protocol):

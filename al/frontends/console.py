@@ -34,7 +34,10 @@ class ConsoleFrontend:
         return self._stop.is_set()
 
     def wait_for_review(self, info: dict) -> bool:
-        """True when the human pressed Enter; False without a terminal, or on Ctrl+C / end of input (run pauses)."""
+        """True when the human pressed Enter; False without a terminal, or on Ctrl+C / end of input (run pauses).
+        A review shown again by --resume (info["resumed"]) continues at once: running --resume was the continue."""
+        if info.get("resumed"):
+            return True
         if not self.interactive:
             return False
         try:

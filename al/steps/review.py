@@ -71,6 +71,8 @@ def review_block(info: dict) -> str:
         lines.append(f"Review backend: {info['backend_status']}")
     lines += ["", "NEXT STEPS:"]
     lines += [f"{i}. {s}" for i, s in enumerate(info["steps"], 1)]
+    if info.get("resumed"):
+        lines += ["", "Resumed (--resume): what came back is imported next."]
     return "\n".join(lines) + "\n" + bar
 
 
@@ -168,6 +170,16 @@ def _review(ctx: StepContext) -> str:
             info.update(prepare(ctx, picks, names))
             store.write_json(rp.review_request(k), {"iteration": k, "backend": cfg.review.backend, "picks": len(picks),
                                              **{key: v for key, v in info.items() if key != "picks"}})
+            ctx.ui.emit(ReviewRequired(info))
+            ctx.ui.emit(Message(review_block(info)))
+            if not ctx.ui.wait_for_review(info):
+                return "pause"
+        elif al.require_human_review:
+            # --resume after the pause: the review screen (headless: the review block) again, before any import;
+            # `resumed` tells a frontend that the resume itself was the human's "continue" (the TUI still waits)
+            asked_info = store.read_json(rp.review_request(k))
+            info.update({key: v for key, v in asked_info.items() if key not in ("schema", "iteration", "picks")})
+            info["resumed"] = True
             ctx.ui.emit(ReviewRequired(info))
             ctx.ui.emit(Message(review_block(info)))
             if not ctx.ui.wait_for_review(info):

@@ -87,3 +87,41 @@ def test_review_info_keeps_its_keys_and_names_the_backend(tmp_path, tiny_data):
     assert info["roboflow"]["batch"] == "al-iteration-0"
     assert any("Generate a new dataset version" in s for s in info["steps"])
     json.dumps({k: v for k, v in info.items()})  # the TUI and the request file need it serialisable
+
+
+def _return_labels(ctx: StepContext) -> None:
+    """The human hands the package's pre-annotations back as their labels."""
+    rp = ctx.env.paths
+    for f in (rp.package(0) / "labels").iterdir():
+        (rp.returned(0) / f.name).write_bytes(f.read_bytes())
+
+
+def test_resume_shows_the_review_block_again_before_importing(tmp_path, tiny_data):
+    from al.core.events import ReviewRequired
+
+    ctx, rec = run_at_review(tmp_path, tiny_data, n_picks=2)
+    assert review.run(ctx) == "pause"  # the first request: the package is made, the run pauses
+    first = rec.of(ReviewRequired)
+    assert len(first) == 1 and not first[0].info.get("resumed")
+    pkg = first[0].info["package_dir"]
+    _return_labels(ctx)
+    rec.events.clear()
+    assert resume(ctx) == "next"
+    shown = [i for i, e in enumerate(rec.events) if isinstance(e, ReviewRequired)]
+    assert len(shown) == 1 and rec.events[shown[0]].info["resumed"]
+    assert rec.events[shown[0]].info["package_dir"] == pkg  # what the first request told the human
+    texts = [(i, e.text) for i, e in enumerate(rec.events) if isinstance(e, Message)]
+    block = [i for i, t in texts if "MANUAL REVIEW REQUIRED" in t and "Resumed (--resume)" in t]
+    imported = [i for i, t in texts if t.startswith("[REVIEW]") and "added" in t]
+    assert block and imported and block[0] < imported[0]  # the block came before the import's report
+
+
+def test_a_frontend_that_says_not_yet_on_resume_keeps_the_run_paused(tmp_path, tiny_data):
+    ctx, _ = run_at_review(tmp_path, tiny_data, n_picks=2)
+    assert review.run(ctx) == "pause"
+    _return_labels(ctx)
+    asked: list[dict] = []
+    ctx.ui = Listeners(review=lambda info: bool(asked.append(info)))  # the human looks, then leaves again
+    assert resume(ctx) == "pause"
+    assert asked and asked[0]["resumed"] and not ctx.env.paths.review(0).exists()
+    assert not (ctx.env.paths.dataset_version(1) / "version.json").exists()

@@ -457,6 +457,31 @@ async def test_review_q_quits_leaving_awaiting_review(tmp_path):
 
 
 @pilot
+async def test_resume_shows_the_review_screen_before_importing(tmp_path):
+    from al.app.api import run_loop as run
+
+    ctx = review_run(tmp_path, "new")
+    app = LoopApp(ctx, start_event(ctx), runner=run)
+    async with app.run_test(size=SIZE) as pilot:  # the first request: the human leaves with q
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert ctx.state.step == "awaiting_review"
+
+    app = LoopApp(ctx, start_event(ctx), runner=run)  # --resume
+    stop_after_review(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen on resume")
+        assert not ctx.env.paths.review(0).exists()  # shown before anything was imported
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.preview is not None, what="the import preview")
+        assert screen.preview.added_images == 2
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert store.read_json(ctx.env.paths.review(0))["added_images"] == 2
+
+
+@pilot
 async def test_review_unchanged_dataset_asks_before_continuing(tmp_path):
     from al.app.api import run_loop as run
 
