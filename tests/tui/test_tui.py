@@ -441,6 +441,34 @@ async def test_review_enter_continues_with_changed_dataset(tmp_path, monkeypatch
 
 
 @pilot
+async def test_review_screen_shows_the_pick_and_its_crops_as_pictures(tmp_path):
+    from PIL import Image
+
+    from al.app.api import run_loop as run
+    from al.frontends.tui.images import TerminalImage, mode
+
+    ctx = review_run(tmp_path, "none")
+    crop = ctx.env.paths.fn_crops(0) / "v0_fn0_zero.jpg"  # the first pick's crop; the second pick's stays missing
+    crop.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), (250, 20, 20)).save(crop)
+    app = LoopApp(ctx, start_event(ctx), runner=run)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), what="the review screen")
+        box = app.screen.query_one("#pick-images")
+        await wait_for(pilot, lambda: len(box.query(".picture")) == 2, what="the pick and its crop as pictures")
+        assert all(isinstance(w, TerminalImage) for w in box.query(".picture"))
+        assert [w.border_title for w in box.query(".picture")] == ["pick", "FN zero"]
+        crop.unlink()  # the second pick's crop is missing: it becomes a line of text
+        await pilot.press("down")
+        await wait_for(pilot, lambda: len(box.query(".picture-missing")) == 1, what="the missing crop's line")
+        assert "v0_fn0_zero.jpg (file not found)" in str(box.query_one(".picture-missing").render())
+        assert len(box.query(".picture")) == 1
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_value is not None, what="exit")
+    assert mode() == "unicode"  # no terminal under pytest: textual-image's Unicode fallback
+
+
+@pilot
 async def test_review_q_quits_leaving_awaiting_review(tmp_path):
     from al.app.api import run_loop as run
 

@@ -15,7 +15,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from al.app.api import ImportPreview, review_block
+from al.frontends.tui.images import picture
 from al.frontends.tui.modals import ConfirmScreen
+
+MAX_CROPS = 3
+"""FN crops drawn per pick (the detail lists every crop's path)."""
 
 SHORT = {"class_balance": "class", "size_diversity": "size", "spatial_diversity": "spatial", "uncertainty": "uncert"}
 
@@ -65,6 +69,7 @@ class ReviewScreen(Screen[bool]):
                 with VerticalScroll(id="pick-box") as box:
                     box.border_title = "Selected pick: errors and their crops"
                     yield Static("", id="pick-detail", markup=False)
+                    yield Horizontal(id="pick-images")
             with Vertical(id="review-right"):
                 preview = Static("Checking what continuing imports…", id="preview", markup=False)
                 preview.border_title = "What continuing imports"
@@ -112,6 +117,17 @@ class ReviewScreen(Screen[bool]):
         if not errors:
             lines += [f"why: {r}" for r in p.get("reasons") or []]
         self.query_one("#pick-detail", Static).update("\n".join(lines))
+        self._show_pictures(p, errors)
+
+    def _show_pictures(self, pick: dict, errors: list[dict]) -> None:
+        """The pick and up to MAX_CROPS of its FN crops as pictures (text lines where one cannot be shown)."""
+        box = self.query_one("#pick-images", Horizontal)
+        box.remove_children()
+        shown = [picture(pick["image"], "pick")] if pick.get("image") else []
+        crops = [e for e in errors if e.get("crop")][:MAX_CROPS]
+        shown += [picture(e["crop"], f"FN {e.get('class_name') or ''}".strip()) for e in crops]
+        if shown:
+            box.mount(*shown)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is not None and event.row_key.value is not None:
