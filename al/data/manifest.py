@@ -247,7 +247,7 @@ def merge(man: Manifest, splits: dict[str, list[str]], cands: list[Labelled], *,
         if h in seen:
             res.dropped_duplicates.append({"image": c.src, "duplicate_of": seen[h]})
             continue
-        relabel, matched = None, {"matched_by": "content"}
+        relabel, matched = None, dict[str, Any](matched_by="content")
         if h in by_hash["train"]:
             old = by_hash["train"][h]
             if not (new.images[old]["label_origin"] == "pseudo" and c.label_origin == "human"):

@@ -8,12 +8,16 @@ the terminal: this module is imported with the TUI package, before the app start
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 from textual.widget import Widget
 from textual.widgets import Static
 
+TerminalImage: Any
+_renderable: ModuleType | None
 try:
     from textual_image import renderable as _renderable
     from textual_image.widget import Image as TerminalImage
