@@ -1,8 +1,10 @@
 """Overhead of the loop's analysis over bare inference.
 
 Ratio = (validate + analyse + extract wall time) / (bare Ultralytics predict over the same images), medians of
---repeats runs. validate predicts once (at conf 0.001, as `yolo val` does, so mAP comes from the same pass);
-bare predict is timed both at that conf and at Ultralytics' default 0.25.
+--repeats runs. validate runs Ultralytics' validator once per image (val and test splits, and the train sample;
+conf 0.001, multi-label NMS, rect batches: its mAP is the validator's, docs/METRICS.md); bare predict is timed both
+at that conf and at Ultralytics' default 0.25, and bare `model.val()` on the val and test splits is printed too
+(validate's own share of the work over it: the train sample, the per-image capture, matching and the records).
 
     .venv/bin/python benchmarks/overhead.py --config config/demo.yaml \
         --weights demo_run/iterations/iteration_0/weights/best.pt
@@ -39,6 +41,7 @@ def main() -> int:
     from ultralytics import YOLO
 
     from al.app.api import open_run
+    from al.core import artifacts
     from al.core.context import Listeners
     from al.data import dataset
     from al.steps import analyze, extract, validate
@@ -62,16 +65,27 @@ def main() -> int:
             pass
         return time.perf_counter() - t0
 
+    def bare_val() -> float:
+        t0 = time.perf_counter()
+        for split in ("val", "test") if splits["test"] else ("val",):
+            model.val(data=str(ctx.env.paths.dataset_yaml(0)), split=split, imgsz=tc.imgsz, batch=vc.batch,
+                      conf=0.001, iou=vc.nms_iou, device=resolve_device(tc.device), workers=tc.workers,
+                      plots=False, verbose=False, project=str(tmp / "val"), name=split, exist_ok=True)
+        return time.perf_counter() - t0
+
     bare(0.25)  # warm-up (first call builds the predictor)
     steps = {"validate": [], "analyze": [], "extract": []}
-    b001, b025 = [], []
+    b001, b025, bval, passes = [], [], [], []
     for _ in range(args.repeats):
         b001.append(bare(0.001))
         b025.append(bare(0.25))
+        bval.append(bare_val())
         for name, mod in (("validate", validate), ("analyze", analyze), ("extract", extract)):
             t0 = time.perf_counter()
             mod.run(ctx)
             steps[name].append(time.perf_counter() - t0)
+            if mod is validate:  # the validator passes alone (the rest of validate: matching, records, the gate)
+                passes.append(artifacts.load_validation(ctx.env.paths, 0).timing.predict_s)
     med = {k: statistics.median(v) for k, v in steps.items()}
     loop = sum(med.values())
     print(f"images: {len(images)} (val {len(splits['val'])} + train sample + test {len(splits['test'])}), "
@@ -79,6 +93,11 @@ def main() -> int:
     for k, v in med.items():
         print(f"  {k:9s} {v:7.3f} s")
     print(f"  bare predict conf=0.001 {statistics.median(b001):7.3f} s   conf=0.25 {statistics.median(b025):7.3f} s")
+    print(f"  bare model.val (val + test splits, no train sample) {statistics.median(bval):7.3f} s")
+    print(f"  validate's validator passes (timing.predict_s) {statistics.median(passes):7.3f} s")
+    print(f"validate / bare predict conf=0.001: {med['validate'] / statistics.median(b001):.3f}; its validator "
+          f"passes / bare predict: {statistics.median(passes) / statistics.median(b001):.3f}; / bare model.val on "
+          f"val+test: {statistics.median(passes) / statistics.median(bval):.3f}")
     print(f"ratio (validate+analyse+extract) / bare predict: {loop / statistics.median(b001):.3f} at conf 0.001, "
           f"{loop / statistics.median(b025):.3f} vs default conf 0.25")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,8 @@ def run_loop(ctx: StepContext) -> int:
     from al.steps import STEP_FUNCS
 
     def final_f1(c: StepContext) -> float | None:
-        return artifacts.load_validation(c.env.paths, c.state.iteration).overall.f1
+        s = artifacts.load_validation(c.env.paths, c.state.iteration)
+        return s.decision.f1 if s.decision else s.overall.f1  # the F1 the rules read (docs/GATE.md)
 
     return machine.run(ctx, STEP_FUNCS, final_f1=final_f1)
 
@@ -52,6 +53,18 @@ def review_block(info: dict) -> str:
     from al.steps.review import review_block as block
 
     return block(info)
+
+
+def accept_prompt_suggestion(prompt_file: str, index: int) -> dict:
+    """Accept suggestion `index` (0-based) of a prompt version during the review pause: its proposed edit goes
+    into the texts the next training embeds. Returns the version as the review screen shows it (prompt_info)."""
+    from pathlib import Path
+
+    from al.core import prompts
+    from al.steps.review import prompt_info
+
+    prompts.accept(Path(prompt_file), index)
+    return prompt_info(Path(prompt_file))
 
 
 @dataclass(frozen=True)

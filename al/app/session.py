@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from al.core import store
+from al.core import artifacts, store
 from al.core.config import Config
 from al.core.context import Frontend, Listeners, Options, RunEnv
 from al.core.errors import UserError
@@ -204,6 +204,7 @@ def _supersede(cfg: Config, paths: RunPaths, start: int) -> Path | None:
             if len(kept) != len(versions):
                 aside(paths.prompt_history, copy=True)
                 store.write_json(paths.prompt_history, {"versions": kept})
+    _supersede_gate(paths, start, aside)
     rows = store.read_csv(paths.convergence_csv)
     stale = [r for r in rows if str(r.get("iteration", "")).isdigit() and int(r["iteration"]) >= start]
     if stale:
@@ -220,6 +221,22 @@ def _supersede(cfg: Config, paths: RunPaths, start: int) -> Path | None:
             plots.plot_trends(kept_rows, paths.convergence_plots, target_f1=cfg.active_learning.target_f1,
                               names=names)
     return dest if moved else None
+
+
+def _supersede_gate(paths: RunPaths, start: int, aside: Callable[..., None]) -> None:
+    """The gate's run-level files after a restart at `start`: champion.json is derived again from iteration
+    start-1's verdict (a later champion's model was moved aside); at 0 it and decision_set.json go aside too
+    (iteration 0 freezes a new set)."""
+    from al.steps import gate
+
+    if start == 0 or not paths.promotion(start - 1).is_file():
+        for f in ((paths.champion, paths.decision_set) if start == 0 else (paths.champion,)):
+            if f.is_file():
+                aside(f)
+        return
+    if paths.champion.is_file():
+        aside(paths.champion, copy=True)
+    gate.publish_champion(paths, artifacts.load_promotion(paths, start - 1))
 
 
 def _remove_temp(paths: RunPaths, ui: Frontend) -> None:
@@ -344,6 +361,12 @@ def open_run(cfg: Config, *, resume: bool, start_iteration: int | None, dry_run:
         if moved:
             ui.emit(Message(f"[INIT] Iterations >= {start_iteration} (their folders, dataset versions, reports, "
                             f"prompt versions and CSV rows) moved to {moved} (kept, not deleted)"))
+        if cfg.tracking.mlflow.enabled:
+            from al.report import tracking  # imports mlflow: only when tracking is enabled
+
+            if n := tracking.supersede(cfg, paths, start_iteration):
+                ui.emit(Message(f"[MLFLOW] {n} MLflow runs of iterations >= {start_iteration} tagged "
+                                f"{tracking.SUPERSEDED_TAG} and deleted (restorable: mlflow runs restore)"))
         if start_iteration == 0:
             init_dataset(cfg, paths, ui)
             state = RunState(dry_run=dry_run, auto=auto)

@@ -222,6 +222,9 @@ class HardExamples(_Model):
     scan: ScanInfo | None = None
     """Pool strategies: images scored and how many came from the score cache."""
     hard_negative_candidates: int | None = None
+    hard_negative_slots: dict[str, Count] | None = None
+    """combined: the hard-negative share of the budget, {reserved, filled, given_back}; the slots without a
+    candidate went to the other picks."""
     picks: list[Pick]
 
     def to_json(self) -> dict:
@@ -294,7 +297,9 @@ class DecisionSet(_Model):
     set: Literal["test", "val_frozen"]
     images: list[str]
     content_hash: str
-    """SHA-256 over the sorted images' content hashes: a changed file on disk is detected."""
+    """SHA-256 over the sorted images' content hashes (each with its label file's): a changed file is detected."""
+    hashes: dict[str, str] = {}
+    """Each image's content hash and its label file's: the refusal names the file that changed."""
     created_iteration: Count = 0
 
 

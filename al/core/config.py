@@ -59,16 +59,37 @@ class DatasetConfig(_Strict):
     iteration report. Returned review label files with a bad line are always refused (fix them and --resume)."""
 
 
+TEXT_ENCODER_STANDIN = "deterministic"
+"""model.text_encoder value that embeds prompts with a local hashing encoder (not semantic; for tests and CI)."""
+
+
 class ModelConfig(_Strict):
     baseline: str = "yolov8n.yaml"
-    """Baseline model: an Ultralytics model YAML (trained from scratch) or a local .pt file."""
+    """Baseline model (iteration 0): an Ultralytics model YAML (trained from scratch) or a local .pt file."""
+    target: str | None = None
+    """Seed 004's target: a YOLOE model that iterations 1+ fine-tune with the class prompts of prompt_versions/. A
+    local YOLOE .pt (e.g. yoloe-26n-seg.pt; a -seg checkpoint is used as a detector: its mask branch is dropped) or
+    a YOLOE YAML shipped with Ultralytics (e.g. yoloe-26n.yaml). Unset: every iteration fine-tunes the baseline's
+    architecture. What transfers from the baseline is decided by the two architectures and written to the
+    iteration's metadata (docs/YOLOE.md)."""
     type: str = "detect"
     """Free-text model description, recorded in metadata."""
+    text_encoder: str | None = None
+    """Local weights file of the text encoder that turns the class prompts into YOLOE's text embeddings (needed
+    with model.target; never downloaded): mobileclip2_b.ts for YOLOE-26 (text_model mobileclip2:b),
+    mobileclip_blt.ts for YOLOE-11/v8, or an OpenAI CLIP ViT-B/32 .pt. Relative paths resolve against the config
+    file's folder. 'deterministic' embeds with a local hashing encoder instead: reproducible but NOT semantic
+    (prompts only identify classes), for tests and machines without the weights; it is named in logs and
+    metadata."""
 
 
 class ActiveLearningConfig(_Strict):
     max_samples_per_iteration: int = Field(20, ge=1, le=100000)
     """Images picked for review per iteration."""
+    max_boxes_per_iteration: int | None = Field(None, ge=1, le=10_000_000)
+    """review_source simulated: a budget in boxes. The picks are revealed in rank order until the next one would
+    take their ground-truth boxes past this (at least one pick); the rest go back to the pool. Keep
+    max_samples_per_iteration large enough that the picks can fill it."""
     require_human_review: bool = True
     """Pause for a human between extract and retrain (ignored with --auto or review_source: simulated)."""
     review_source: Literal["manual", "simulated"] = "manual"
@@ -152,14 +173,26 @@ class TrainingConfig(_Strict):
     """Epochs for the baseline (iteration 0)."""
     epochs_increment: int = Field(100, ge=1, le=10000)
     """Epochs for each fine-tune (iteration 1+)."""
+    schedule: Literal["chained", "matched"] = "chained"
+    """chained: iteration k+1 fine-tunes iteration k's model (or the champion: gate.fine_tune_from) for
+    epochs_increment epochs, so a later model has also had more training. matched: every fine-tune starts from the
+    baseline (iteration 0's best.pt) and runs matched_steps training batches (epochs = ceil(matched_steps /
+    batches per epoch of its training set)), so a model's quality depends on its labels, not on the rounds before
+    it: the label-efficiency protocol of `al-loop simulate` (docs/SIMULATE.md)."""
+    matched_steps: int | None = Field(None, ge=1, le=10_000_000)
+    """schedule matched: training batches of every fine-tune. Unset: epochs_increment epochs of the baseline's
+    training set (iteration 0's)."""
     patience: int = Field(20, ge=0, le=10000)
     """Early-stopping patience in epochs (0 disables)."""
     imgsz: int = Field(640, ge=32, le=8192)
     """Training and inference image size (multiple of 32)."""
     batch: int = Field(16, ge=1, le=4096)
     """Batch size."""
-    device: str = "auto"
-    """'auto' (first GPU if any, else cpu), 'cpu', or a CUDA device such as '0'."""
+    device: str | list[int] = "auto"
+    """'auto' (first GPU if any, else cpu), 'cpu', a CUDA device such as '0', or several CUDA devices, [0, 1]
+    (or '0,1'), to train on them with Ultralytics' multi-GPU DDP (training.batch is then split across them).
+    Inference (validate, the pool scan) uses the first of them. A device this machine does not have is refused
+    before training starts."""
     workers: int = Field(2, ge=0, le=64)
     """Dataloader workers."""
     seed: int = 0
@@ -167,8 +200,23 @@ class TrainingConfig(_Strict):
     extra: dict[str, Any] = Field(default_factory=dict)
     """Further Ultralytics train options passed through as-is (e.g. nbs, fliplr, mosaic)."""
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_list(cls, v: Any) -> Any:
+        if isinstance(v, str) and "," in v:  # Ultralytics' own spelling of several devices
+            parts = [s.strip() for s in v.split(",")]
+            if not all(s.isdigit() for s in parts):
+                raise ValueError(f"{v!r} is not a list of CUDA device numbers; use e.g. [0, 1] or '0,1'")
+            return [int(s) for s in parts]
+        return v
+
     @model_validator(mode="after")
     def _imgsz_stride(self):
+        if isinstance(self.device, list):
+            dev = self.device
+            if not dev or any(d < 0 for d in dev) or len(set(dev)) != len(dev):
+                raise KeyProblem(f"device {dev} must list distinct CUDA device numbers (0 or more), e.g. [0, 1]; or "
+                                 f"use 'cpu' or 'auto'", "device")
         if self.imgsz % 32:
             raise KeyProblem(f"imgsz {self.imgsz} is not a multiple of 32; use e.g. {max(32, self.imgsz // 32 * 32)}",
                              "imgsz")
@@ -187,16 +235,72 @@ class ValidationConfig(_Strict):
     iou: float = Field(0.5, gt=0, lt=1)
     """IoU needed to match a prediction to a ground-truth box."""
     nms_iou: float = Field(0.7, gt=0, le=1)
-    """NMS IoU used at inference."""
+    """NMS IoU of the validator pass (Ultralytics' `iou`); mAP is the validator's at conf 0.001 (docs/METRICS.md)."""
     batch: int = Field(16, ge=1, le=4096)
-    """Inference batch size."""
+    """Batch size of the validator pass. Its rect batches make mAP depend slightly on it: give `yolo val` the same."""
+
+
+class GateConfig(_Strict):
+    decision_set: Literal["auto", "test", "val_frozen"] = "auto"
+    """The frozen set every decision is measured on (convergence rules, trend plots, the promotion gate), chosen
+    once at iteration 0's validate and kept for the run (decision_set.json). test: the frozen test split.
+    val_frozen: a seeded part of validation carved once; it stays in val and is never mined. auto: test when the
+    dataset has a test split, else val_frozen."""
+    val_frozen_fraction: float = Field(0.3, gt=0, lt=1)
+    """val_frozen: the share of iteration 0's validation images frozen (at least one), drawn with training.seed."""
+    metric: Literal["f1", "map50", "map50_95"] = "f1"
+    """What the challenger must improve on the decision set: F1 at validation.conf and .iou, mAP50 or mAP50-95."""
+    margin: float = Field(0.0, ge=-1, le=1)
+    """The challenger is promoted only when its metric minus the champion's is above this (absolute points). A
+    negative margin accepts a challenger that is at most that much worse."""
+    require_significant: bool = False
+    """Also require the bootstrap interval's lower bound to be above 0 (a significant improvement)."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Coverage of the paired bootstrap interval of the difference."""
+    resamples: int = Field(1000, ge=10, le=100000)
+    """Paired bootstrap resamples of the decision images (the same images for both models) with metric f1."""
+    map_resamples: int = Field(200, ge=10, le=100000)
+    """The same with metric map50 or map50_95: each resample recomputes every class's AP (F1's is one matrix
+    product), so fewer keep the gate within a few percent of the validate step (measured in docs/GATE.md)."""
+    max_class_drop: float = Field(0.10, ge=0, le=1)
+    """A class whose AP50-95 drops by more than this raises an alarm and blocks the promotion."""
+    min_class_instances: int = Field(5, ge=0, le=1000000)
+    """Classes with fewer ground-truth boxes than this in the decision set raise no alarm (their AP is noise)."""
+    fine_tune_from: Literal["champion", "latest"] = "champion"
+    """What the next retrain fine-tunes: the champion's best.pt (a rejected challenger is kept, not built on) or
+    the latest iteration's (the loop before the gate)."""
 
 
 class PromptsConfig(_Strict):
     source: Path | None = None
-    """Optional JSON file of initial per-class prompts / notes, versioned per iteration in prompt_versions/."""
+    """Optional JSON file of initial per-class prompts ({"class name": "prompt text"}), versioned per iteration in
+    prompt_versions/."""
     texts: dict[str, str] = Field(default_factory=dict)
-    """Per-class free-text prompts or annotation notes, by class name."""
+    """Per-class prompt texts by class name. Seed 004 writes them directly under prompts: (`detail: "A detail
+    callout..."`); both forms are accepted and every name must be a class of dataset.data_yaml (a typo is
+    refused). They win over prompts.source."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_keys(cls, raw: Any) -> Any:
+        # seed 004's form: any key besides source/texts is a class name whose value is its prompt text
+        if not isinstance(raw, dict):
+            return raw
+        extra = {k: v for k, v in raw.items() if k not in ("source", "texts")}
+        if not extra:
+            return raw
+        bad = [str(k) for k, v in extra.items() if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise KeyProblem(f"a per-class prompt must be a non-empty text (class name: \"prompt text\"); "
+                             f"{bad} are not", *bad)
+        texts = raw.get("texts") or {}
+        if not isinstance(texts, dict):
+            return raw  # the field's own validation names the bad value
+        both = sorted(set(texts) & set(extra))
+        if both:
+            raise KeyProblem(f"prompts for {both} are given both under prompts.texts and directly under "
+                             f"prompts; keep one", *both)
+        return {**{k: raw[k] for k in ("source",) if k in raw}, "texts": {**texts, **extra}}
 
 
 class AnalysisConfig(_Strict):
@@ -204,6 +308,147 @@ class AnalysisConfig(_Strict):
     """Context margin around FN crops, as a fraction of the box size on each side."""
     max_crops: int = Field(500, ge=0, le=1000000)
     """FN crops saved per iteration at most (hardest first)."""
+
+
+_DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_TRACKING_SCHEMES = (*_DB_SCHEMES, "http", "https", "databricks")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+
+
+def mlflow_installed() -> bool:
+    """Whether the optional mlflow package can be imported (checked without importing it: it takes ~2 s)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):  # sys.modules["mlflow"] = None (import blocked) or a broken package
+        return False
+
+
+class MlflowConfig(_Strict):
+    enabled: bool = False
+    """Record the experiment history in MLflow (docs/TRACKING.md): one MLflow run per iteration, the champion in
+    the model registry under the alias 'champion'. Needs the optional extra: pip install -e '.[mlflow]'."""
+    tracking_uri: str | None = None
+    """Where the history goes: a database URI (sqlite:////abs/mlflow.db, postgresql://...) or a tracking server
+    (http(s)://host:5000, databricks). Unset: a SQLite store under the run directory, <run_dir>/mlflow/mlflow.db
+    (browse it with `mlflow ui --backend-store-uri sqlite:///<run_dir>/mlflow/mlflow.db`). A relative sqlite path
+    resolves against the config file's folder. A plain folder (file store) is refused: the model registry needs a
+    database."""
+    artifact_location: str | None = None
+    """Where a new experiment keeps its artefacts: a folder (relative to the config file's folder) or a URI
+    (s3://..., file:///...). Unset: <run_dir>/mlflow/artifacts with the default store, the server's choice with a
+    tracking_uri. Used only when the experiment is created."""
+    experiment: str | None = Field(None, min_length=1, max_length=250)
+    """MLflow experiment name. Unset: the run directory's name (e.g. demo_run)."""
+    registered_model: str | None = None
+    """Model registry name the champion is registered under. Unset: '<experiment>-detector' (characters other than
+    letters, digits, '_', '.' and '-' become '_')."""
+    log_artifacts: bool = True
+    """Attach each iteration's trend plots, error-analysis plots, iteration report, metadata.json, validation.json,
+    promotion.json and prompt version to its run."""
+    log_per_class: bool = True
+    """Log per-class figures (validation F1 and FN per class, test AP per class, the gate's per-class AP change)."""
+    log_training_curves: bool = True
+    """Log the per-epoch figures of the training that made the iteration's model (from its train_progress.jsonl).
+    Ultralytics' own MLflow callback is always switched off, so these are logged once."""
+    register_champion: bool = True
+    """On promotion, log the champion's best.pt, register it as a model version and move the alias 'champion'."""
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if not self.enabled:
+            return self
+        if not mlflow_installed():
+            raise KeyProblem("tracking.mlflow.enabled is true but the mlflow package is not installed; install the "
+                             "optional extra: pip install -e '.[mlflow]' (or set enabled: false)", "enabled")
+        uri = self.tracking_uri
+        if uri is not None:
+            scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+            if scheme not in _TRACKING_SCHEMES:
+                raise KeyProblem(f"tracking_uri {uri!r} is not a database or server URI; use sqlite:///<path>/"
+                                 f"mlflow.db (the model registry needs a database, a folder store cannot hold it), "
+                                 f"http(s)://<server>:5000 for a team server, or leave it unset for the run's own "
+                                 f"store", "tracking_uri")
+            if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+                raise KeyProblem(f"tracking_uri {uri!r}: a SQLite URI is sqlite:/// followed by the file's path "
+                                 f"(sqlite:////abs/path/mlflow.db, or sqlite:///rel/mlflow.db beside the config)",
+                                 "tracking_uri")
+        if self.registered_model is not None and not _MODEL_NAME.match(self.registered_model):
+            raise KeyProblem(f"registered_model {self.registered_model!r} must start with a letter or digit and "
+                             f"hold only letters, digits, '_', '.' and '-' (at most 200)", "registered_model")
+        return self
+
+
+class TrackingConfig(_Strict):
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    """Experiment history in MLflow (optional; docs/TRACKING.md)."""
+
+
+def _installed(*modules: str) -> bool:
+    """Whether every top-level module can be imported (checked without importing them)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except (ImportError, ValueError):  # sys.modules[m] = None (import blocked) or a broken package
+        return False
+
+
+class RayPoolConfig(_Strict):
+    address: str | None = None
+    """The Ray cluster to join: 'auto' (the cluster this machine belongs to, `ray start` ran here), host:6379 (the
+    head node's GCS), or ray://host:10001 (Ray Client). Every node must have this package installed
+    (pip install -e '.[ray]') and see the pool images and the run directory under the same paths. Unset: a local
+    Ray runtime is started for the scan with num_cpus / num_gpus and shut down after it."""
+    num_workers: int = Field(2, ge=1, le=100000)
+    """Scoring actors: each loads the model once and scores one shard (pool.shard_size images) at a time."""
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
+    """CPUs Ray reserves for each actor; also its torch thread count (rounded down, at least 1)."""
+    gpus_per_worker: float = Field(0.0, ge=0, le=64)
+    """GPUs Ray reserves for each actor (e.g. 1, or 0.5 to put two actors on one GPU); 0 scores on CPU."""
+    num_cpus: int | None = Field(None, ge=1, le=100000)
+    """CPUs of the local runtime (without address). Unset: num_workers x cpus_per_worker, plus one for Ray Data's
+    own tasks."""
+    num_gpus: int | None = Field(None, ge=0, le=1024)
+    """GPUs of the local runtime (without address). Unset: Ray's own count of this machine's GPUs."""
+    object_store_mb: int | None = Field(None, ge=80, le=10_000_000)
+    """Object store memory of the local runtime in MiB. Unset: 512 MiB (a shard's scores are ~0.3 MiB; the scan
+    streams, so a small store is enough)."""
+    temp_dir: Path | None = None
+    """Where the local runtime keeps its sockets, logs (session_latest/logs) and spilled objects. Unset:
+    /tmp/al-ray-<user id>. Relative paths resolve against the config file's folder; keep it short (Ray's socket
+    paths must stay under 107 characters)."""
+    max_retries: int = Field(3, ge=0, le=100)
+    """How often Ray restarts a scoring actor that died (killed, out of memory, node lost) and retries its shard;
+    the scan fails after that."""
+    hash_on: Literal["auto", "driver", "ray"] = "auto"
+    """Where the content hashes of images the run's hash cache does not know are computed. ray: Ray Data tasks on
+    the cluster's nodes (worth it when the pool lives on a network file system). driver: in the loop's process, a
+    few threads (no task start-up cost; on one machine the disks are the same). auto: ray with an address, driver
+    for a local runtime."""
+
+
+class PoolConfig(_Strict):
+    engine: Literal["local", "ray"] = "local"
+    """Where the pool scan runs (the content hashes, the one predict pass with its pre-NMS and embedding hooks, the
+    per-image scores). local: in the loop's process. ray: a Ray Data pipeline over shards of the pool with a pool of
+    actors that each load the model once (pool.ray); needs the optional extra: pip install -e '.[ray]'. Both write
+    the same score cache (<run_dir>/cache/pool_scores), so a scan may be resumed with either, and both pick the
+    same images."""
+    shard_size: int = Field(256, ge=1, le=100000)
+    """Images per shard: one cache file and one Ray task. The work lost when a scan is interrupted is at most one
+    shard per worker."""
+    batch: int | None = Field(None, ge=1, le=4096)
+    """Inference batch size of the scan. Unset: validation.batch."""
+    ray: RayPoolConfig = Field(default_factory=RayPoolConfig)
+
+    @model_validator(mode="after")
+    def _needs_ray(self):
+        if self.engine == "ray" and not _installed("ray", "pyarrow"):
+            raise KeyProblem("pool.engine is 'ray' but Ray Data is not installed; install the optional extra: "
+                             "pip install -e '.[ray]' (or set engine: local)", "engine")
+        return self
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -315,10 +560,54 @@ class RoboflowReviewConfig(_Strict):
         return self
 
 
+class LabelStudioReviewConfig(_Strict):
+    url: str = "http://127.0.0.1:8080"
+    """Base URL of the Label Studio server (`al-loop label-studio --config ...` starts a local one at this URL)."""
+    api_key_env: str = "LABEL_STUDIO_API_KEY"
+    """Environment variable that holds the API token (read first). The token is never written to any file or log."""
+    secrets_file: Path | None = None
+    """File holding the API token, used when the environment variable is unset: a bare token, or NAME=token lines
+    where NAME is api_key_env. Keep it out of version control and readable only by you."""
+    project: str | None = None
+    """Title of the Label Studio project to create or reuse; unset: 'al-loop <run folder name>'. A reused project's
+    labelling config must hold the dataset's classes."""
+    pre_annotations: bool = True
+    """Import the model's boxes (>= review.pre_annotation_conf) with each task as predictions, with their scores."""
+    on_skipped: Literal["refuse", "keep"] = "refuse"
+    """A task the reviewer skipped: refuse (continuing stops and names the tasks; annotate them, then continue) or
+    keep (the image is not merged this round and stays where it is, so a later round can pick it again)."""
+    poll_s: float = Field(5.0, ge=0.5, le=3600)
+    """Seconds between the review screen's progress checks (annotated n of N)."""
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    """Timeout of one request to the server, in seconds."""
+    max_retries: int = Field(5, ge=0, le=50)
+    """Retries per request on HTTP 429/5xx and connection errors."""
+    retry_backoff_s: float = Field(1.0, ge=0, le=600)
+    """First retry delay in seconds; doubled on every further retry (capped at 60 s)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise KeyProblem(f"url {v!r} must start with http:// or https:// (e.g. http://127.0.0.1:8080)", "url")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if not _ENV_NAME.match(self.api_key_env):
+            raise KeyProblem(f"api_key_env {self.api_key_env!r} is not an environment variable name; use e.g. "
+                             f"LABEL_STUDIO_API_KEY (the variable's name, never the token itself)", "api_key_env")
+        if self.project is not None and (not self.project.strip() or len(self.project) > 50):
+            raise KeyProblem(f"project {self.project!r} must be a non-empty title of at most 50 characters "
+                             f"(Label Studio's limit)", "project")
+        return self
+
+
 class ReviewConfig(_Strict):
-    backend: Literal["local", "roboflow"] = "local"
+    backend: Literal["local", "roboflow", "label_studio"] = "local"
     """Where humans review the picks (active_learning.review_source: manual): local writes an annotation package
-    and imports the labels back (works offline); roboflow uploads to a Roboflow project and downloads an export."""
+    and imports the labels back (works offline); roboflow uploads to a Roboflow project and downloads an export;
+    label_studio imports the picks as tasks of a Label Studio project and exports the submitted annotations."""
     pre_annotation_conf: float | None = Field(None, gt=0, lt=1)
     """Predictions at or above this confidence become pre-annotations; unset: validation.conf."""
     near_duplicate_distance: int | None = Field(5, ge=0, le=32)
@@ -331,6 +620,7 @@ class ReviewConfig(_Strict):
     equal bytes only."""
     local: LocalReviewConfig = Field(default_factory=LocalReviewConfig)
     roboflow: RoboflowReviewConfig = Field(default_factory=RoboflowReviewConfig)
+    label_studio: LabelStudioReviewConfig = Field(default_factory=LabelStudioReviewConfig)
 
     @model_validator(mode="after")
     def _backend_needs(self):
@@ -353,6 +643,10 @@ class Config(_Strict):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    """How the pool scan runs: in this process or on a Ray cluster (docs/SCALING.md)."""
 
     source_path: Path | None = Field(None, exclude=True)
     """The config file this was read from (set by load_config)."""
@@ -590,12 +884,29 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
     cfg.review.local.import_from = _resolve(base, cfg.review.local.import_from)
     cfg.review.local.guidelines = _resolve(base, cfg.review.local.guidelines)
     cfg.review.roboflow.secrets_file = _resolve(base, cfg.review.roboflow.secrets_file)
+    cfg.review.label_studio.secrets_file = _resolve(base, cfg.review.label_studio.secrets_file)
+    cfg.pool.ray.temp_dir = _resolve(base, cfg.pool.ray.temp_dir)
+    _resolve_tracking(cfg.tracking.mlflow, base)
     if cfg.model.baseline.endswith(".pt"):
         cfg.model.baseline = str(_resolve(base, Path(cfg.model.baseline)))
+    if cfg.model.target and cfg.model.target.endswith(".pt"):
+        cfg.model.target = str(_resolve(base, Path(cfg.model.target)))
+    if cfg.model.text_encoder and cfg.model.text_encoder != TEXT_ENCODER_STANDIN:
+        cfg.model.text_encoder = str(_resolve(base, Path(cfg.model.text_encoder)))
     cfg.source_path = path.resolve()
     if check_files:
         _check_files(cfg, path, text)
     return cfg
+
+
+def _resolve_tracking(ml: MlflowConfig, base: Path) -> None:
+    """A relative sqlite path and a relative artifact folder resolve against the config file's folder."""
+    uri = ml.tracking_uri
+    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        ml.tracking_uri = f"sqlite:///{(base / uri[len('sqlite:///'):]).resolve()}"
+    loc = ml.artifact_location
+    if loc and not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", loc):
+        ml.artifact_location = str(_resolve(base, Path(loc)))
 
 
 def _check_files(cfg: Config, path: Path, text: str) -> None:
@@ -619,11 +930,15 @@ def _check_files(cfg: Config, path: Path, text: str) -> None:
     need(("review", "local", "guidelines"), cfg.review.local.guidelines, "file")
     if cfg.review.backend == "roboflow":
         need(("review", "roboflow", "secrets_file"), cfg.review.roboflow.secrets_file, "secrets file")
+    if cfg.review.backend == "label_studio":
+        need(("review", "label_studio", "secrets_file"), cfg.review.label_studio.secrets_file, "secrets file")
     if cfg.model.baseline.endswith(".pt"):
         need(("model", "baseline"), Path(cfg.model.baseline), "weights file")
     elif not cfg.model.baseline.endswith((".yaml", ".yml")):
         problems.append(f"{path}:{_line_of(text, ('model', 'baseline')) or ''}: key 'model.baseline' = "
                         f"{cfg.model.baseline!r}: expected a model YAML (e.g. yolov8n.yaml) or a local .pt file")
+    problems += _model_target_problems(cfg, path, text)
+    problems += _prompt_problems(cfg, path, text)
     if cfg.dataset.mining_source == "pool" and cfg.dataset.pool_dir is None:
         problems.append(f"{path}:{_line_of(text, ('dataset', 'mining_source')) or ''}: key 'dataset.mining_source' "
                         f"= 'pool' needs dataset.pool_dir; set it or use mining_source: val")
@@ -633,3 +948,97 @@ def _check_files(cfg: Config, path: Path, text: str) -> None:
                         f"'active_learning.review_source' = 'simulated' with a pool needs dataset.pool_labels_dir")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+ENCODER_DOWNLOADS = {
+    "mobileclip2_b.ts": "https://github.com/ultralytics/assets/releases/download/v8.4.0/mobileclip2_b.ts",
+    "mobileclip_blt.ts": "https://github.com/ultralytics/assets/releases/download/v8.4.0/mobileclip_blt.ts",
+}
+"""The text encoders Ultralytics' YOLOE models name (yaml text_model mobileclip2:b, mobileclip:blt) and where a
+machine with internet gets them; the loop itself never downloads."""
+
+
+def expected_encoder(target: str) -> str:
+    """The encoder file a YOLOE model of this name was trained with: YOLOE-26 uses MobileCLIP2-B, earlier YOLOE
+    (v8, 11) MobileCLIP-BLT."""
+    stem = Path(target).name.lower()
+    return "mobileclip2_b.ts" if ("yoloe-26" in stem or "yoloe26" in stem) else "mobileclip_blt.ts"
+
+
+def encoder_advice(target: str) -> str:
+    """How to obtain the text encoder of `target` (one sentence, used by every error about it)."""
+    name = expected_encoder(target)
+    return (f"Download {name} (the text encoder of {Path(target).name}) from {ENCODER_DOWNLOADS[name]} on a machine "
+            f"with internet (or copy it from an Ultralytics weights folder, ~/.config/Ultralytics or "
+            f"<ultralytics weights_dir>), put it next to the config file and set model.text_encoder: {name}; "
+            f"model.text_encoder: {TEXT_ENCODER_STANDIN} uses a non-semantic local stand-in instead (tests only)")
+
+
+def _model_target_problems(cfg: Config, path: Path, text: str) -> list[str]:
+    """model.target and model.text_encoder: the YOLOE model and the local encoder file it needs (checked up front,
+    --dry-run too, so that a run never stops at iteration 1 for a file it would have to download)."""
+    m = cfg.model
+    out: list[str] = []
+
+    def at(key: str) -> str:
+        return f"{path}:{_line_of(text, ('model', key)) or ''}"
+
+    if m.target is None:
+        if m.text_encoder is not None:
+            out.append(f"{at('text_encoder')}: key 'model.text_encoder' is set but model.target is not; the "
+                       f"encoder embeds the prompts of a YOLOE target. Set model.target (e.g. yoloe-26n.yaml) or "
+                       f"remove model.text_encoder")
+        return out
+    if m.target.endswith(".pt"):
+        if not Path(m.target).is_file():
+            out.append(f"{at('target')}: key 'model.target' = {m.target!r}: weights file not found. Fix the path "
+                       f"(relative paths resolve against {path.resolve().parent}) or name a YOLOE YAML shipped "
+                       f"with Ultralytics, e.g. yoloe-26n.yaml")
+    elif not m.target.endswith((".yaml", ".yml")) or "yoloe" not in Path(m.target).name.lower():
+        out.append(f"{at('target')}: key 'model.target' = {m.target!r}: expected a YOLOE model YAML (e.g. "
+                   f"yoloe-26n.yaml) or a local YOLOE .pt file (e.g. yoloe-26n-seg.pt)")
+    enc = m.text_encoder
+    if enc is None:
+        out.append(f"{at('text_encoder')}: key 'model.text_encoder' is not set: model.target {Path(m.target).name} "
+                   f"embeds the class prompts with a text encoder, and the loop never downloads one. "
+                   f"{encoder_advice(m.target)}")
+    elif enc != TEXT_ENCODER_STANDIN:
+        if not Path(enc).is_file():
+            out.append(f"{at('text_encoder')}: key 'model.text_encoder' = {enc!r}: text encoder weights not found "
+                       f"(expected the file {enc}). {encoder_advice(m.target)}")
+        elif Path(enc).suffix not in (".ts", ".pt"):
+            out.append(f"{at('text_encoder')}: key 'model.text_encoder' = {enc!r}: expected a MobileCLIP "
+                       f"TorchScript file (.ts) or an OpenAI CLIP checkpoint (.pt). {encoder_advice(m.target)}")
+    return out
+
+
+def _dataset_names(data_yaml: Path) -> list[str] | None:
+    """Class names of a data.yaml (list or {id: name}); None when it cannot be read (the dataset check says why)."""
+    try:
+        names = yaml.safe_load(data_yaml.read_text(encoding="utf-8")).get("names")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names)]
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def _prompt_problems(cfg: Config, path: Path, text: str) -> list[str]:
+    """Per-class prompts (config and prompts.source) must name classes of the dataset: a typo is refused."""
+    from al.core.prompts import PromptError, read_source
+
+    names = _dataset_names(cfg.dataset.data_yaml) if cfg.dataset.data_yaml.is_file() else None
+    out: list[str] = []
+    if names is not None:
+        for k in cfg.prompts.texts:
+            if k not in names:
+                loc = ("prompts", k) if _line_of(text, ("prompts", k), exact=True) else ("prompts", "texts", k)
+                out.append(f"{path}:{_line_of(text, loc) or ''}: key '{'.'.join(loc)}': not a class of "
+                           f"{cfg.dataset.data_yaml} (its names: {names}). Fix the class name (a typo?) or remove "
+                           f"the key; per-class prompts are keyed by class name")
+    if cfg.prompts.source is not None and cfg.prompts.source.is_file():
+        try:
+            read_source(cfg.prompts.source, names)
+        except PromptError as e:
+            out.append(f"{path}:{_line_of(text, ('prompts', 'source')) or ''}: key 'prompts.source': {e}")
+    return out

@@ -75,6 +75,31 @@ class MetricsRow(Event):
 
 
 @dataclass
+class GateVerdict(Event):
+    """The promotion gate's verdict on iteration `challenger`'s model (promotion.json): the champion before it, the
+    paired difference on the decision set with its bootstrap interval, and the classes that raised an alarm."""
+
+    iteration: int
+    challenger: int
+    champion_before: int | None
+    champion_after: int
+    promoted: bool
+    metric: str
+    challenger_value: float
+    champion_value: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    alarms: list[str] = field(default_factory=list)
+    per_class_delta: dict[str, float] = field(default_factory=dict)
+    max_class_drop: float = 0.0
+    decision_set: str = ""
+    decision_images: int = 0
+    reason: str = ""
+
+
+@dataclass
 class ReviewRequired(Event):
     info: dict
 

@@ -158,6 +158,19 @@ class RunPaths:
     def roboflow_export(self, k: int, version: int) -> Path:
         return self.iteration(k) / f"roboflow_export_v{version}"
 
+    def label_studio_tasks(self, k: int) -> Path:
+        """Iteration k's Label Studio project and the task of each pick (written as the picks are imported)."""
+        return self.iteration(k) / "label_studio_tasks.json"
+
+    def label_studio_export(self, k: int) -> Path:
+        """The project's JSON export of iteration k's tasks, as the import read it (token-free)."""
+        return self.iteration(k) / "label_studio_export.json"
+
+    @property
+    def label_studio_data(self) -> Path:
+        """Data folder of the local Label Studio server `al-loop label-studio` starts for this run."""
+        return self.root / "label_studio"
+
     def metadata(self, k: int) -> Path:
         return self.iteration(k) / "metadata.json"
 
@@ -172,6 +185,18 @@ class RunPaths:
 
     def train_result(self, k: int) -> Path:
         return self.iteration(k) / "train_result.json"
+
+    # YOLOE target (al.yolo.yoloe): the prompted model a training of iteration k starts from, and its report
+    def yoloe_dir(self, k: int) -> Path:
+        return self.iteration(k) / "yoloe"
+
+    def yoloe_start(self, k: int) -> Path:
+        return self.yoloe_dir(k) / "start.pt"
+
+    def yoloe_report(self, k: int) -> Path:
+        """What the YOLOE start model is: its source, what transferred from the baseline, the prompts, the
+        encoder."""
+        return self.yoloe_dir(k) / "start.json"
 
     # the promotion gate (al.core.artifacts.DecisionSet, Promotion, Champion)
     @property

@@ -233,12 +233,17 @@ def link_mirror(root: Path, images: list[str]) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     for img in dict.fromkeys(images):
-        name = f"{hashlib.sha1(img.encode()).hexdigest()[:8]}_{Path(img).name}"
+        name = mirror_name(img)
         _link(Path(img), root / "images" / name)
         lp = label_path(img)
         if lp.is_file():
             _link(lp, root / "labels" / f"{Path(name).stem}.txt")
     return root / "images"
+
+
+def mirror_name(image: str) -> str:
+    """The name of an image's link in a mirror (unique: images of different folders may share a name)."""
+    return f"{hashlib.sha1(image.encode()).hexdigest()[:8]}_{Path(image).name}"
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -69,6 +69,24 @@ class HashCache:
             self._dirty = True
         return h
 
+    def lookup(self, path: str | Path) -> str | None:
+        """The cached hash of `path` when its size and mtime are unchanged, else None (nothing is read)."""
+        name, size, mtime = _key(path)
+        with self._lock:
+            hit = self._entries.get(name)
+        return hit[2] if hit is not None and hit[0] == size and hit[1] == mtime else None
+
+    def record(self, path: str | Path, size: int, mtime_ns: int, h: str) -> str | None:
+        """Record `h`, computed elsewhere (another process) from the file at (size, mtime_ns), if the file is still
+        that one; returns `h`, or None when the file changed since (then hash it again)."""
+        name, cur_size, cur_mtime = _key(path)
+        if (cur_size, cur_mtime) != (size, mtime_ns):
+            return None
+        with self._lock:
+            self._entries[name] = (size, mtime_ns, h)
+            self._dirty = True
+        return h
+
     def remember(self, path: str | Path, h: str) -> None:
         """Record a hash known without reading the file (a copy of a file whose hash is known)."""
         name, size, mtime = _key(path)

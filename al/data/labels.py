@@ -21,7 +21,7 @@ class Labelled:
     boxes: np.ndarray
     """(N,5) [cls, x1, y1, x2, y2] normalised to 0..1; no rows = a negative (an image without objects)."""
     source: str
-    """Where it came from: local-package, combined, roboflow, roboflow-crop, simulated or pseudo."""
+    """Where it came from: local-package, combined, roboflow, roboflow-crop, label-studio, simulated or pseudo."""
     label_origin: str
     """Who drew the boxes: human, pseudo (model predictions) or simulated (revealed ground truth)."""
     pick: str | None = None

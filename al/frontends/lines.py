@@ -8,6 +8,7 @@ from al.app.api import STEPS
 from al.core.events import (
     EpochEnd,
     Event,
+    GateVerdict,
     IterationStarted,
     Message,
     Progress,
@@ -46,6 +47,8 @@ def render(ev: Event) -> list[Line]:
         return [(f"[STEP] {ev.step} of iteration {ev.iteration} finished in {ev.seconds:.1f} s", DEBUG)]
     if isinstance(ev, Message):
         return [(ev.text, ev.level)]
+    if isinstance(ev, GateVerdict):
+        return gate_lines(ev)
     if isinstance(ev, EpochEnd):
         m = ev.metrics
         return [(f"[TRAIN] epoch {ev.epoch}/{ev.epochs}  mAP50={m.get('metrics/mAP50(B)', 0):.4f}  "
@@ -69,6 +72,26 @@ def render(ev: Event) -> list[Line]:
         return [(f"{BAR}\nACTIVE LEARNING COMPLETE\n{BAR}\nReason: {ev.reason}\nFinal F1: {f1}\n"
                  f"Total iterations: {ev.iterations}", "info")]
     return []
+
+
+def gate_lines(ev: GateVerdict) -> list[Line]:
+    """'[GATE] challenger 2 vs champion 1 on test (12 images): f1 0.5123 vs 0.4987, delta +0.0136 [95% CI -0.0200,
+    +0.0450] -> PROMOTED (...)', and one warning line per class alarm."""
+    on = f"on {ev.decision_set} ({ev.decision_images} images)"
+    if ev.champion_before is None:
+        return [(f"[GATE] iteration {ev.challenger} is the champion {on}: {ev.metric} {ev.challenger_value:.4f} "
+                 f"({ev.reason})", "info")]
+    verdict = "PROMOTED" if ev.promoted else "REJECTED"
+    ci = (f" [{ev.confidence:.0%} CI {ev.ci_low:+.4f}, {ev.ci_high:+.4f}]"
+          if ev.ci_low is not None and ev.ci_high is not None else "")
+    delta = f"{ev.delta:+.4f}" if ev.delta is not None else "n/a"
+    champ = f"{ev.champion_value:.4f}" if ev.champion_value is not None else "n/a"
+    out: list[Line] = [(f"[GATE] challenger {ev.challenger} vs champion {ev.champion_before} {on}: {ev.metric} "
+                        f"{ev.challenger_value:.4f} vs {champ}, delta {delta}{ci} -> {verdict} ({ev.reason}); "
+                        f"champion: iteration {ev.champion_after}", "info" if ev.promoted else "warning")]
+    out += [(f"[GATE] ALARM: class '{c}' AP50-95 {ev.per_class_delta.get(c, 0.0):+.4f} (a drop of more than "
+             f"{ev.max_class_drop:.4f})", "warning") for c in ev.alarms]
+    return out
 
 
 class ProgressFilter:

@@ -34,9 +34,11 @@ def check(
     plateau_window: int = 3,
     overfit_gap: float = 0.05,
     max_iterations: int,
+    f1_label: str = "val F1",
 ) -> Verdict:
     """Apply the four rules to `history` (rows with "iteration", "f1", "train_f1"; the last iteration is the
-    current one); the first rule that holds wins.
+    current one); the first rule that holds wins. The loop passes the frozen decision set's F1 as "f1" (named
+    `f1_label` in the reasons): a set that changes between iterations would make the rows incomparable.
 
     1. target:         f1 >= target_f1.
     2. overfitting:    train_f1 - f1 > overfit_gap (skipped when train_f1 is None or "").
@@ -65,7 +67,7 @@ def check(
     if train_f1 is not None:
         gap = train_f1 - f1
         if gap > overfit_gap + EPS:
-            return Verdict(True, OVERFITTING, f"Overfitting: train F1 {train_f1:.4f} \u2212 val F1 {f1:.4f} = "
+            return Verdict(True, OVERFITTING, f"Overfitting: train F1 {train_f1:.4f} \u2212 {f1_label} {f1:.4f} = "
                                               f"{gap:.4f} > {overfit_gap:.4f}")
 
     if len(rows) >= plateau_window + 1:

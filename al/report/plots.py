@@ -38,13 +38,21 @@ def plot_trends(rows: Sequence[Mapping], out_dir: Path, *, target_f1: float | No
     its = [int(it) for it, _ in numbered]
     col = lambda key: [_num(r.get(key)) for r in rows]  # noqa: E731
 
+    decision = decision_label(rows)
+    f1_series = [(decision, col("decision_f1"))] if decision else []
+    remainder = "val remainder F1 (shrinks)" if decision and _mined_val(rows) else "val F1"
+    f1_series += [(remainder, col("f1")), ("train F1", col("train_f1"))]
+    if not decision or not str(rows[-1].get("decision_set")) == "test":  # else the decision line is test F1
+        f1_series.insert(len(f1_series) - 1, ("test F1", col("test_f1")))
     figs = {
         "f1_trend.png": lambda: _lines(
-            its, [("val F1", col("f1")), ("test F1", col("test_f1")), ("train F1", col("train_f1"))],
-            title="F1 over iterations", ylabel="F1", target=target_f1),
+            its, f1_series, title="F1 over iterations" + (" (the rules read the decision set)" if decision else ""),
+            ylabel="F1", target=target_f1, main=0 if decision else None),
         "metrics_trend.png": lambda: _lines(
-            its, [("precision", col("precision")), ("recall", col("recall")), ("F1", col("f1"))],
-            title="Validation precision / recall / F1", ylabel="score", target=target_f1),
+            its, [("precision", col("precision")), ("recall", col("recall")), ("F1", col("f1"))]
+            + ([(f"{decision}: mAP50-95", col("decision_map50_95"))] if decision else []),
+            title=("Validation remainder (shrinks)" if decision and _mined_val(rows) else "Validation")
+            + " precision / recall / F1", ylabel="score", target=target_f1),
         "counts_trend.png": lambda: _lines(
             its, [("TP", col("tp")), ("FP", col("fp")), ("FN", col("fn"))],
             title="Validation TP / FP / FN counts", ylabel="boxes"),
@@ -66,8 +74,24 @@ def plot_trends(rows: Sequence[Mapping], out_dir: Path, *, target_f1: float | No
     return paths
 
 
+def decision_label(rows: Sequence[Mapping]) -> str | None:
+    """'decision F1: test (12 images)' from the rows' decision_set and decision_images (the latest row that has
+    them); None for rows of a run made before the gate."""
+    for r in reversed(rows):
+        if r.get("decision_set") not in (None, ""):
+            n = _num(r.get("decision_images"))
+            return f"decision F1: {r['decision_set']} ({int(n) if n is not None else '?'} images)"
+    return None
+
+
+def _mined_val(rows: Sequence[Mapping]) -> bool:
+    """Whether the validation split lost images over these rows (mining_source val moves the picks out)."""
+    sizes = [n for r in rows if (n := _num(r.get("val_images"))) is not None]
+    return len(set(sizes)) > 1
+
+
 def _lines(its: list[int], series: list[tuple[str, list[float | None]]], *, title: str, ylabel: str,
-           target: float | None = None, many: bool = False) -> Figure:
+           target: float | None = None, many: bool = False, main: int | None = None) -> Figure:
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -78,7 +102,8 @@ def _lines(its: list[int], series: list[tuple[str, list[float | None]]], *, titl
             continue  # e.g. no test split: leave the series out rather than draw an empty legend entry
         xs, ys = zip(*pts)
         color = f"C{i % 10}" if not many or len(series) <= 10 else matplotlib.colormaps["tab20"](i % 20)
-        ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.5, label=label, color=color)
+        width, style = (2.8, "-") if i == main else (1.5, "-" if main is None else "--")
+        ax.plot(xs, ys, marker="o", markersize=4, linewidth=width, linestyle=style, label=label, color=color)
         drawn += 1
     if target is not None:
         ax.axhline(target, linestyle="--", color="gray", linewidth=1, label=f"target {target:.4g}")

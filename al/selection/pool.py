@@ -20,10 +20,10 @@ import io
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -107,11 +107,23 @@ class PoolScores:
                           where=self.where, in_memory=self.in_memory)
 
 
-def _chunk_name(hashes: Sequence[str]) -> str:
+def chunk_name(hashes: Sequence[str]) -> str:
+    """A cache file's name: derived from the image hashes it holds, so both engines name a shard alike."""
     return hashlib.sha1("".join(hashes).encode()).hexdigest()[:16] + ".npz"
 
 
-def _write_chunk(folder: Path, rows: list[dict]) -> Path:
+def score_row(h: str, raw: Any, settings: ScanSettings) -> dict[str, Any]:
+    """The cached scores of one image (content hash `h`) from its detector.RawPrediction."""
+    p = raw.pred
+    return {"hash": h, "width": p.width, "height": p.height,
+            "entropy": sampling.image_uncertainty(raw.candidates, settings.top_k, "entropy"),
+            "margin": sampling.image_uncertainty(raw.candidates, settings.top_k, "margin"),
+            "class_max": raw.class_max, "embedding": raw.embedding,
+            "pred": np.column_stack([p.cls, p.conf, p.boxes]).reshape(-1, 6)}
+
+
+def chunk_bytes(rows: list[dict]) -> bytes:
+    """The .npz bytes of one cache file holding `rows` (score_row dicts), in order."""
     preds = [r["pred"] for r in rows]
     off = np.zeros(len(rows) + 1, dtype=np.int64)
     off[1:] = np.cumsum([len(p) for p in preds])
@@ -128,9 +140,74 @@ def _write_chunk(folder: Path, rows: list[dict]) -> Path:
     }
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **arrays)  # no object arrays here; the reader refuses pickles too
-    path = folder / _chunk_name(arrays["hash"].tolist())
-    store.write_bytes_atomic(path, buf.getvalue())
-    return path
+    return buf.getvalue()
+
+
+_COLUMNS = ("width", "height", "unc_entropy", "unc_margin", "class_max", "embedding")
+
+
+def _columns(z: Any) -> tuple[list[str], dict[str, np.ndarray]]:
+    return z["hash"].tolist(), {k: z[k] for k in _COLUMNS}
+
+
+def _row_vals(cols: Mapping[str, np.ndarray], row: int) -> dict[str, Any]:
+    return {"width": cols["width"][row], "height": cols["height"][row], "entropy": cols["unc_entropy"][row],
+            "margin": cols["unc_margin"][row], "class_max": cols["class_max"][row],
+            "embedding": cols["embedding"][row]}
+
+
+class ScanEngine(Protocol):
+    """Where a scan's work runs: the content hashes of the images and the scoring of shards of them. The scan
+    itself (cache lookup, cache files, assembling PoolScores) is the same for every engine."""
+
+    shard_size: int
+    """Images per shard: one cache file, one unit of work (lost when a scan is interrupted)."""
+
+    def hash_images(self, images: Sequence[str]) -> list[str]:
+        """Content hashes (al.data.hashing) of `images`, in order."""
+        ...
+
+    def score(self, weights: Path, shards: Sequence[Sequence[tuple[str, str]]], settings: ScanSettings,
+              tick: Callable[[str], None]) -> Iterator[tuple[int, bytes]]:
+        """Score every shard ((hash, image path) pairs); yield (shard index, chunk_bytes of its rows in the
+        shard's order), in any order. `tick(hash)` is called as images are scored (it may raise to stop)."""
+        ...
+
+
+class LocalEngine:
+    """The scan in this process: one model, one batched Ultralytics predict pass per shard."""
+
+    def __init__(self, model: Any = None, shard_size: int = CHUNK, loader: Callable[[Path], Any] | None = None):
+        self.model = model
+        self.shard_size = shard_size
+        self.loader = loader
+        """Loads the model on first use when none is given (a scan whose rows are all cached loads none)."""
+
+    def hash_images(self, images: Sequence[str]) -> list[str]:
+        return [hashing.file_hash(p) for p in images]
+
+    def score(self, weights: Path, shards: Sequence[Sequence[tuple[str, str]]], settings: ScanSettings,
+              tick: Callable[[str], None]) -> Iterator[tuple[int, bytes]]:
+        from al.yolo import detector
+
+        if shards and self.model is None and self.loader is not None:
+            self.model = self.loader(weights)
+        for i, shard in enumerate(shards):
+            rows: list[dict[str, Any]] = []
+            gen = detector.predict_raw(weights, [img for _, img in shard], imgsz=settings.imgsz, conf=settings.conf,
+                                       iou=settings.iou, batch=settings.batch, device=settings.device,
+                                       cand_conf=settings.cand_conf, max_candidates=settings.max_candidates,
+                                       model=self.model)
+            try:
+                for (h, _), raw in zip(shard, gen):
+                    rows.append(score_row(h, raw, settings))
+                    tick(h)
+            finally:
+                gen.close()
+            if len(rows) != len(shard):
+                raise PoolError(f"the detector returned {len(rows)} results for {len(shard)} images; check that "
+                                f"every image is readable")
+            yield i, chunk_bytes(rows)
 
 
 def scan(
@@ -141,15 +218,16 @@ def scan(
     *,
     model=None,
     on_progress: Callable[[int, int], None] | None = None,
+    engine: ScanEngine | None = None,
 ) -> PoolScores:
     """Score `images` with the model `weights`, reusing cached rows (same model file bytes, same image bytes, same
-    settings) and caching new ones chunk by chunk. `on_progress(done, total)` may raise to stop; finished chunks
-    stay cached."""
-    from al.yolo import detector
-
+    settings) and caching new ones shard by shard. `on_progress(done, total)` may raise to stop; finished shards
+    stay cached. `engine` runs the hashing and the scoring (default: LocalEngine(model), in this process); any
+    engine gives the same rows and the same cache files."""
+    engine = engine or LocalEngine(model)
     images = [str(p) for p in images]
     n = len(images)
-    hashes = [hashing.file_hash(p) for p in images]
+    hashes = engine.hash_images(images)
     folder = None
     if cache_dir is not None:
         folder = Path(cache_dir) / f"{hashing.file_hash(weights)[:16]}-{settings.key()}"
@@ -174,53 +252,45 @@ def scan(
         for f in sorted(folder.glob("*.npz")):
             try:
                 with np.load(f, allow_pickle=False) as z:
-                    fh = z["hash"].tolist()
-                    if not any(h in rows_of for h in fh):
+                    if not any(h in rows_of for h in z["hash"].tolist()):
                         continue
-                    cols = {k: z[k] for k in ("width", "height", "unc_entropy", "unc_margin", "class_max",
-                                              "embedding")}
+                    fh, cols = _columns(z)
             except Exception as e:  # a torn or foreign file: the cache is only a shortcut, recompute its rows
                 log.warning("pool score cache %s unreadable (%s); its images are scored again", f, e)
                 continue
             for row, h in enumerate(fh):
                 if h in rows_of and h not in out.get("where", {}):
-                    put(h, {"width": cols["width"][row], "height": cols["height"][row],
-                            "entropy": cols["unc_entropy"][row], "margin": cols["unc_margin"][row],
-                            "class_max": cols["class_max"][row], "embedding": cols["embedding"][row]}, f, row)
+                    put(h, _row_vals(cols, row), f, row)
     known = set(out.get("where", {}))
     todo = [h for h in rows_of if h not in known]  # each distinct content once
     cached = sum(len(rows_of[h]) for h in known)
     done = cached
     if on_progress:
         on_progress(done, n)
-    for s in range(0, len(todo), CHUNK):
-        part = todo[s:s + CHUNK]
-        rows: list[dict[str, Any]] = []
-        gen = detector.predict_raw(weights, [images[rows_of[h][0]] for h in part], imgsz=settings.imgsz,
-                                   conf=settings.conf, iou=settings.iou, batch=settings.batch, device=settings.device,
-                                   cand_conf=settings.cand_conf, max_candidates=settings.max_candidates, model=model)
-        try:
-            for h, raw in zip(part, gen):
-                p = raw.pred
-                rows.append({
-                    "hash": h, "width": p.width, "height": p.height,
-                    "entropy": sampling.image_uncertainty(raw.candidates, settings.top_k, "entropy"),
-                    "margin": sampling.image_uncertainty(raw.candidates, settings.top_k, "margin"),
-                    "class_max": raw.class_max, "embedding": raw.embedding,
-                    "pred": np.column_stack([p.cls, p.conf, p.boxes]).reshape(-1, 6)})
-                done += len(rows_of[h])
-                if on_progress:
-                    on_progress(done, n)
-        finally:
-            gen.close()
-        if len(rows) != len(part):
-            raise PoolError(f"the detector returned {len(rows)} results for {len(part)} images; check that every "
-                            f"image is readable")
-        chunk = _write_chunk(folder, rows) if folder is not None else None
-        for row, r in enumerate(rows):
-            put(r["hash"], r, chunk, row)
-            if chunk is None:  # no cache: keep the boxes in memory instead
-                out.setdefault("mem_pred", {})[r["hash"]] = r["pred"]
+
+    def tick(h: str) -> None:
+        nonlocal done
+        done += len(rows_of[h])
+        if on_progress:
+            on_progress(done, n)
+
+    size = max(1, engine.shard_size)
+    shards = [[(h, images[rows_of[h][0]]) for h in todo[s:s + size]] for s in range(0, len(todo), size)]
+    for i, blob in engine.score(weights, shards, settings, tick):
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            fh, cols = _columns(z)
+            if fh != [h for h, _ in shards[i]]:
+                raise PoolError(f"the scan engine returned shard {i} with other images than it was given "
+                                f"({len(fh)} rows for {len(shards[i])} images); check that every image is readable")
+            preds = (z["pred"], z["pred_off"]) if folder is None else None
+        chunk = None
+        if folder is not None:
+            chunk = folder / chunk_name(fh)
+            store.write_bytes_atomic(chunk, blob)
+        for row, h in enumerate(fh):
+            put(h, _row_vals(cols, row), chunk, row)
+            if preds is not None:  # no cache: keep the boxes in memory instead
+                out.setdefault("mem_pred", {})[h] = preds[0][preds[1][row]:preds[1][row + 1]]
     if n == 0:
         return PoolScores([], [], np.zeros(0, np.int32), np.zeros(0, np.int32),
                           {"entropy": np.zeros(0), "margin": np.zeros(0)}, np.zeros((0, 0), np.float32),
@@ -385,7 +455,7 @@ def choose(
         raise ValueError(f"strategy {strategy!r} is not one of random, entropy, combined")
     picks: list[dict] = []
     hn = hard_negatives or {}
-    n_hn = min(len(hn), int(math.floor(hard_negative_share * budget + 0.5)))
+    n_hn = reserved_share(hard_negative_share, budget, len(hn))["filled"]
     if n_hn:
         ranked = sorted(hn.items(), key=lambda kv: (-max(e["conf"] for e in kv[1]), kv[0]))
         picks = [hard_negative_pick(img, fps, names) for img, fps in ranked[:n_hn]]
@@ -419,6 +489,14 @@ def choose(
                       "components": {**comp, "raw_uncertainty": float(unc[i])}, "reasons": reasons,
                       "errors": []})
     return picks
+
+
+def reserved_share(share: float, budget: int, available: int) -> dict[str, int]:
+    """A share of the budget reserved for one kind of pick (hard negatives): {reserved: round(share * budget),
+    filled: what the candidates fill, given_back: the slots without a candidate, which the other picks take}."""
+    reserved = int(math.floor(share * max(budget, 0) + 0.5))
+    filled = min(reserved, max(available, 0))
+    return {"reserved": reserved, "filled": filled, "given_back": reserved - filled}
 
 
 def labelled_reference(train: Sequence[str], seed: int, limit: int = LABELLED_REFERENCE) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from al.core import artifacts, store
+from al.core import artifacts, prompts, store
 from al.core.context import StepContext
 from al.core.events import Message
 from al.report import error_analysis
@@ -12,12 +12,8 @@ def _current_prompts(ctx: StepContext) -> dict[str, str]:
     """Prompts carried from the previous iteration's file (the user may have edited it), else from the config."""
     k, paths, pc = ctx.iteration, ctx.env.paths, ctx.env.cfg.prompts
     if k > 0 and paths.prompts(k - 1).is_file():
-        return dict(store.read_json(paths.prompts(k - 1)).get("texts", {}))
-    texts = {}
-    if pc.source:
-        import json
-
-        texts.update({str(a): str(b) for a, b in json.loads(pc.source.read_text()).items()})
+        return dict(prompts.read_file(paths.prompts(k - 1)).get("texts") or {})
+    texts = dict(prompts.read_source(pc.source, None)) if pc.source else {}
     texts.update(pc.texts)
     return texts
 
@@ -31,10 +27,17 @@ def run(ctx: StepContext) -> str:
                                     max_crops=cfg.analysis.max_crops)
     suggestions = store.read_json(paths.prompt_suggestions(k)).get("suggestions", []) \
         if paths.prompt_suggestions(k).is_file() else []
-    store.write_json(paths.prompts(k), {"iteration": k, "texts": _current_prompts(ctx), "suggestions": suggestions})
+    texts = _current_prompts(ctx)
+    # each suggestion carries the prompt edit it proposes; the review screen's accept key applies one to this file
+    suggestions = [{**sg, "prompt_edit": prompts.propose(sg, report["errors"], texts, summary.names)}
+                   for sg in suggestions]
+    store.write_json(paths.prompts(k), {"iteration": k, "texts": texts,
+                                        "suggestions": suggestions,
+                                        "read_by": f"retrain of iteration {k} (the model of iteration {k + 1})"})
     history = store.read_json(paths.prompt_history).get("versions", []) if paths.prompt_history.is_file() else []
     history = [h for h in history if h["iteration"] < k]
-    history.append({"iteration": k, "file": str(paths.prompts(k)), "suggestions": len(suggestions)})
+    history.append({"iteration": k, "file": str(paths.prompts(k)), "suggestions": len(suggestions),
+                    "texts": texts})
     store.write_json(paths.prompt_history, {"versions": history})
     t = report["totals"]
     sizes = ", ".join(f"{b} {v['fn']}" for b, v in report["by_size"].items())

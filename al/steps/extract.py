@@ -6,6 +6,8 @@ candidate images (pool images, or the validation split) with one cached, streame
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -18,24 +20,27 @@ from al.core.events import Message, Progress
 from al.data import dataset, hashing
 from al.report import error_analysis
 from al.selection import pool, sampling
+from al.steps import gate
 from al.yolo import detector
 
 POOL_MIN_CONF = 0.05
 """Pool predictions below this confidence are noise, not candidates."""
 
 
-def _pool_images(ctx: StepContext, splits: dict[str, list[str]]) -> list[str]:
+def _pool_images(ctx: StepContext, splits: dict[str, list[str]],
+                 hash_images: Callable[[list[str]], list[str]] | None = None) -> list[str]:
     """Pool images whose content is not in training or test yet. By content, not by name: a pick is copied into the
     run under its own file name, a pool's cam2/0001.jpg is another image than a labelled 0001.jpg, and a byte copy
-    of a labelled image under another name is no new image."""
+    of a labelled image under another name is no new image. `hash_images` computes the pool's hashes (the scan
+    engine's: on Ray, the unknown ones are hashed on the cluster)."""
     pool_dir = ctx.env.cfg.dataset.pool_dir
     if pool_dir is None:  # the config check refuses this; a config loaded without the check may not
         raise StepError(f"{ctx.env.cfg.source_path}: key 'dataset.mining_source' = 'pool' needs dataset.pool_dir; "
                         f"set it or use mining_source: val.")
     taken = {hashing.file_hash(p) for p in dict.fromkeys(splits["train"] + splits["test"])}
-    images = [img for img in sorted(str(p.resolve()) for p in pool_dir.rglob("*")
-                                    if p.suffix.lower() in dataset.IMG_SUFFIXES)
-              if hashing.file_hash(img) not in taken]
+    found = sorted(str(p.resolve()) for p in pool_dir.rglob("*") if p.suffix.lower() in dataset.IMG_SUFFIXES)
+    hashes = (hash_images or (lambda imgs: [hashing.file_hash(p) for p in imgs]))(found)
+    images = [img for img, h in zip(found, hashes) if h not in taken]
     if not images:
         raise StepError(f"The pool {pool_dir} has no images left to mine; add images or set "
                         f"dataset.mining_source: val.")
@@ -103,8 +108,22 @@ def _fn_weighted(ctx: StepContext, splits, names, counts, exclude) -> tuple[list
 def scan_settings(ctx: StepContext) -> pool.ScanSettings:
     cfg = ctx.env.cfg
     sc, vc = cfg.sampling_strategy, cfg.validation
-    return pool.ScanSettings(imgsz=cfg.training.imgsz, conf=POOL_MIN_CONF, iou=vc.nms_iou, batch=vc.batch,
-                             device=cfg.training.device, cand_conf=sc.candidate_conf, top_k=sc.uncertainty_top_k)
+    return pool.ScanSettings(imgsz=cfg.training.imgsz, conf=POOL_MIN_CONF, iou=vc.nms_iou,
+                             batch=cfg.pool.batch or vc.batch, device=detector.resolve_device(cfg.training.device),
+                             cand_conf=sc.candidate_conf, top_k=sc.uncertainty_top_k)
+
+
+@contextlib.contextmanager
+def scan_engine(ctx: StepContext, weights: Path) -> Iterator[pool.ScanEngine]:
+    """The engine of the pool scan (pool.engine): this process, or Ray (its runtime shut down when the block ends)."""
+    pc = ctx.env.cfg.pool
+    if pc.engine == "ray":
+        from al.selection.ray_engine import RayEngine
+
+        with RayEngine(pc, say=lambda text: ctx.ui.emit(Message(text))) as engine:
+            yield engine
+    else:
+        yield pool.LocalEngine(shard_size=pc.shard_size, loader=ctx.models.model)  # the model loads when scoring
 
 
 def _deployed_dir(ctx: StepContext) -> Path | None:
@@ -173,39 +192,49 @@ def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[l
     sc = cfg.sampling_strategy
     budget = cfg.active_learning.max_samples_per_iteration
     seed = cfg.training.seed * 1000 + k
-    if cfg.dataset.mining_source == "pool":
-        candidates = _pool_images(ctx, splits)
-    else:
-        candidates = sorted(p for p in dict.fromkeys(splits["val"]) if p not in exclude)
-    info: dict = {}
-    scores = None
-    if sc.strategy == "random":
-        picks = pool.choose("random", candidates, budget, seed=seed)
-    else:
-        ref = pool.labelled_reference(splits["train"], cfg.training.seed) if sc.strategy == "combined" else []
-        settings = scan_settings(ctx)
-        weights = paths.best(k)
-        try:
-            allscores = pool.scan(weights, candidates + ref, settings, paths.pool_score_cache,
-                                  model=ctx.models.model(weights), on_progress=_progress(ctx))
-        except pool.PoolError as e:
-            raise StepError(str(e)) from None
-        n = len(candidates)
-        scores = allscores.subset(range(n))
-        labelled_emb = allscores.embedding[n:]
-        info["scan"] = {"images": len(allscores.images), "cached": allscores.cached,
-                        "model": str(weights), "settings": settings.key()}
-        hn = _hard_negatives(ctx, candidates, scores, len(names)) if sc.strategy == "combined" else {}
-        info["hard_negative_candidates"] = len(hn)
-        picks = pool.choose(sc.strategy, candidates, budget, scores=scores, labelled_emb=labelled_emb,
-                            class_counts=counts, names=names, measure=sc.uncertainty_measure,
-                            top_k=sc.uncertainty_top_k, weights=sc.combined_weights(), hard_negatives=hn,
-                            hard_negative_share=sc.hard_negative_share, seed=seed)
-    if cfg.dataset.mining_source == "pool":
-        store.write_json(paths.pool_predictions(k), {"iteration": k, "names": names,
-                                                     "images": _pool_records(ctx, picks, scores)})
-    unit = "pool images" if cfg.dataset.mining_source == "pool" else "validation images"
-    return picks, len(candidates), unit, info
+    # one engine for the pool's content hashes and its scan (a Ray runtime starts at most once per extract)
+    with scan_engine(ctx, paths.best(k)) as engine:
+        if cfg.dataset.mining_source == "pool":
+            candidates = _pool_images(ctx, splits, engine.hash_images)
+        else:
+            candidates = sorted(p for p in dict.fromkeys(splits["val"]) if p not in exclude)
+        info: dict = {}
+        scores = None
+        if sc.strategy == "random":
+            picks = pool.choose("random", candidates, budget, seed=seed)
+        else:
+            ref = pool.labelled_reference(splits["train"], cfg.training.seed) if sc.strategy == "combined" else []
+            settings = scan_settings(ctx)
+            weights = paths.best(k)
+            try:
+                allscores = pool.scan(weights, candidates + ref, settings, paths.pool_score_cache,
+                                      on_progress=_progress(ctx), engine=engine)
+            except pool.PoolError as e:  # also the Ray engine's errors
+                raise StepError(str(e)) from None
+            n = len(candidates)
+            scores = allscores.subset(range(n))
+            labelled_emb = allscores.embedding[n:]
+            info["scan"] = {"images": len(allscores.images), "cached": allscores.cached,
+                            "model": str(weights), "settings": settings.key()}
+            hn = _hard_negatives(ctx, candidates, scores, len(names)) if sc.strategy == "combined" else {}
+            info["hard_negative_candidates"] = len(hn)
+            if sc.strategy == "combined":
+                slots = pool.reserved_share(sc.hard_negative_share, budget, len(hn))
+                info["hard_negative_slots"] = slots
+                if slots["given_back"]:
+                    ctx.ui.emit(Message(f"[EXTRACT] hard negatives: {slots['reserved']} slots reserved "
+                                        f"(sampling_strategy.hard_negative_share {sc.hard_negative_share}), "
+                                        f"{len(hn)} candidates: {slots['given_back']} slots given back to the other "
+                                        f"picks"))
+            picks = pool.choose(sc.strategy, candidates, budget, scores=scores, labelled_emb=labelled_emb,
+                                class_counts=counts, names=names, measure=sc.uncertainty_measure,
+                                top_k=sc.uncertainty_top_k, weights=sc.combined_weights(), hard_negatives=hn,
+                                hard_negative_share=sc.hard_negative_share, seed=seed)
+        if cfg.dataset.mining_source == "pool":
+            store.write_json(paths.pool_predictions(k), {"iteration": k, "names": names,
+                                                         "images": _pool_records(ctx, picks, scores)})
+        unit = "pool images" if cfg.dataset.mining_source == "pool" else "validation images"
+        return picks, len(candidates), unit, info
 
 
 def _strategy_weights(ctx: StepContext) -> dict:
@@ -229,7 +258,8 @@ def run(ctx: StepContext) -> str:
     k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
     ver, splits = dataset.read_snapshot(paths.dataset_version(k))
     names = list(ver["names"])
-    exclude = set(splits["train"]) | set(splits["test"])  # the test split is never a source
+    # the test split is never a source, nor the validation images frozen into the decision set
+    exclude = set(splits["train"]) | set(splits["test"]) | gate.frozen_val(paths)
     counts = dataset.class_counts(splits["train"], len(names))
     strategy = cfg.sampling_strategy.strategy
     with hashing.persisted(paths.hash_cache):  # the pool scan's content hashes outlive the process

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import signal
@@ -13,12 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from al.core import store
+from al.core import prompts, store
 from al.core.context import StepContext
 from al.core.errors import Interrupted, StepError
 from al.core.events import EpochEnd, Message, Progress
 from al.core.paths import good_copy
-from al.yolo import checkpoints
+from al.steps import gate
+from al.yolo import checkpoints, ddp
 from al.yolo.train_worker import EXIT_IO
 
 
@@ -27,20 +29,78 @@ def target_iteration(ctx: StepContext) -> int:
     return 0 if ctx.state.baseline else ctx.iteration + 1
 
 
+def source_iteration(ctx: StepContext, target: int) -> int:
+    """The iteration whose best.pt the training of iteration `target` >= 1 fine-tunes: with gate.fine_tune_from
+    champion, the champion after iteration target-1's gate (promotion.json; a rejected challenger is kept but not
+    built on); with latest, iteration target-1; with training.schedule matched, the baseline (iteration 0)."""
+    if ctx.env.cfg.training.schedule == "matched":
+        return 0
+    if ctx.env.cfg.gate.fine_tune_from == "latest":
+        return target - 1
+    return gate.champion_of(ctx.env.paths, target - 1)
+
+
+def batches_per_epoch(ctx: StepContext, version: int) -> int:
+    """Training batches of one epoch on dataset version `version` (Ultralytics keeps the last, partial batch)."""
+    counts = store.read_json(ctx.env.paths.dataset_version(version) / "version.json", required=("counts",))["counts"]
+    return max(1, math.ceil(int(counts["train"]) / ctx.env.cfg.training.batch))
+
+
+def matched_steps(ctx: StepContext) -> int:
+    """training.schedule matched: the batches of every fine-tune (training.matched_steps, or epochs_increment
+    epochs of iteration 0's training set)."""
+    tc = ctx.env.cfg.training
+    return tc.matched_steps or tc.epochs_increment * batches_per_epoch(ctx, 0)
+
+
+def fine_tune_epochs(ctx: StepContext, target: int) -> int:
+    """Epochs of the fine-tune that makes iteration `target` >= 1: epochs_increment (chained), or as many as
+    matched_steps batches take on its training set, rounded up (matched)."""
+    tc = ctx.env.cfg.training
+    if tc.schedule != "matched":
+        return tc.epochs_increment
+    return max(1, math.ceil(matched_steps(ctx) / batches_per_epoch(ctx, target)))
+
+
 def train_spec(ctx: StepContext, target: int) -> dict:
     tc, paths = ctx.env.cfg.training, ctx.env.paths
     baseline = target == 0
     return {
-        "model": ctx.env.cfg.model.baseline if baseline else str(paths.best(target - 1)),
+        "model": ctx.env.cfg.model.baseline if baseline else str(paths.best(source_iteration(ctx, target))),
         "data": str(paths.dataset_yaml(target)),
-        "epochs": tc.epochs_base if baseline else tc.epochs_increment,
+        "epochs": tc.epochs_base if baseline else fine_tune_epochs(ctx, target),
         "lr0": tc.base_lr * tc.lr_decay_factor ** target,
         "imgsz": tc.imgsz, "batch": tc.batch, "patience": tc.patience, "optimizer": tc.optimizer,
         "device": tc.device, "workers": tc.workers, "seed": tc.seed, "extra": tc.extra,
         "project": str(paths.iterations), "name": paths.iteration(target).name,
         "yolo_config_dir": str(ctx.env.yolo_config_dir),
         "progress": str(paths.train_progress(target)),
+        **({"yoloe": y} if (y := yoloe_spec(ctx, target)) else {}),
     }
+
+
+def yoloe_spec(ctx: StepContext, target: int) -> dict | None:
+    """With model.target, a training of iteration target >= 1 is a YOLOE fine-tune: the target model, the local
+    text encoder and the class prompts of prompt version target-1 (prompt_versions/prompts_iteration_NN.json,
+    written by analyze and edited during the review pause). The texts are part of the spec, so an edited prompt
+    never resumes a training started with the old one."""
+    cfg, paths = ctx.env.cfg, ctx.env.paths
+    if cfg.model.target is None or target == 0:
+        return None
+    names = list(store.read_json(paths.dataset_version(target) / "version.json")["names"])
+    version = prompts.load_version(paths.prompts(target - 1), names)
+    return {"target": cfg.model.target, "text_encoder": cfg.model.text_encoder, "names": names,
+            "prompt_file": version["file"], "prompt_version": target - 1, "prompts": version["used"],
+            "prompts_from_name": version["from_name"], "prompt_digest": version["digest"],
+            "start": str(paths.yoloe_start(target)), "report": str(paths.yoloe_report(target))}
+
+
+def _yoloe_result(spec: dict) -> dict:
+    """The YOLOE start model's report (source, what came from the baseline, prompts, encoder) for train_result."""
+    y = spec.get("yoloe")
+    if not y or not Path(y["report"]).is_file():
+        return {}
+    return {"yoloe": store.read_json(Path(y["report"]))}
 
 
 def _follow(ctx: StepContext, proc: subprocess.Popen, progress: Path, epochs: int) -> dict | None:
@@ -85,9 +145,9 @@ def _warn(ctx: StepContext, text: str) -> None:
 
 
 def _source_model(ctx: StepContext, target: int) -> None:
-    """Iteration target-1's best.pt, the model this retrain fine-tunes: verified, restored from its good copy
-    when damaged, or a CheckpointError saying how to re-make it."""
-    k = target - 1
+    """The best.pt this retrain fine-tunes (source_iteration: the champion or iteration target-1's): verified,
+    restored from its good copy when damaged, or a CheckpointError saying how to re-make it."""
+    k = source_iteration(ctx, target)
     checkpoints.ensure(ctx.env.paths.best(k), f"Iteration {k}'s model (which this retrain fine-tunes)",
                        warn=lambda text: _warn(ctx, text), fix=checkpoints.remake_advice(ctx.env, k))
 
@@ -163,8 +223,16 @@ def _dry_run(ctx: StepContext, target: int, spec: dict) -> None:
         else:
             ver = store.read_json(paths.dataset_version(0) / "version.json")
             detector.build_untrained(spec["model"], list(ver["names"]), paths.best(0))
+    elif spec.get("yoloe"):  # build the prompted YOLOE start model (encoder, transfer, prompts) as if to train it
+        from al.yolo import yoloe
+
+        y = spec["yoloe"]
+        report = yoloe.prepare_start(Path(spec["model"]), y["target"], y["names"], y["prompts"],
+                                     yoloe.build_encoder(y["text_encoder"], y["target"]), Path(y["start"]))
+        yoloe.write_report(Path(y["report"]), report)
+        shutil.copyfile(y["start"], paths.best(target))
     else:
-        shutil.copyfile(paths.best(target - 1), paths.best(target))
+        shutil.copyfile(spec["model"], paths.best(target))
     checkpoints.keep(paths.best(target))
     store.write_text_atomic(paths.training_log(target), "dry-run: training skipped; weights copied\n")
 
@@ -176,6 +244,11 @@ def run(ctx: StepContext) -> str:
         raise StepError(f"Dataset version {target} missing ({paths.dataset_yaml(target)}); re-run review with "
                         f"--start-iteration {target}.")
     spec = train_spec(ctx, target)
+    if spec.get("yoloe"):
+        y = spec["yoloe"]
+        prompts.record_use(paths.prompt_history, y["prompt_version"], target,
+                           {"file": y["prompt_file"], "texts": dict(zip(y["names"], y["prompts"])),
+                            "used": y["prompts"], "digest": y["prompt_digest"], "from_name": y["prompts_from_name"]})
     result_file = paths.train_result(target)
     if target > 0:
         _source_model(ctx, target)
@@ -184,8 +257,12 @@ def run(ctx: StepContext) -> str:
         return "next"
     if ctx.env.opts.dry_run:
         _dry_run(ctx, target, spec)
-        store.write_json(result_file, {"spec": spec, "dry_run": True, "seconds": 0.0})
+        store.write_json(result_file, {"spec": spec, "dry_run": True, "seconds": 0.0, **_yoloe_result(spec)})
         return "next"
+    try:  # a device list this machine lacks fails here, before anything trains (not after Ultralytics' set-up)
+        ddp.check_devices(ctx.env.cfg.training.device)
+    except ddp.DeviceError as e:
+        raise StepError(f"{ctx.env.cfg.source_path}: {e}") from None
 
     prev = store.read_json(paths.train_spec(target)) if paths.train_spec(target).is_file() else None
     started = paths.last(target).is_file() or paths.last_good(target).is_file()
@@ -197,7 +274,16 @@ def run(ctx: StepContext) -> str:
         result_file.unlink(missing_ok=True)
     paths.iteration(target).mkdir(parents=True, exist_ok=True)
     store.write_json(paths.train_spec(target), {"spec": spec})
-    what = "baseline" if target == 0 else f"fine-tune of iteration {target - 1}"
+    what = "baseline" if target == 0 else f"fine-tune of iteration {source_iteration(ctx, target)}"
+    if target > 0 and ctx.env.cfg.training.schedule == "matched":
+        what += (f" (training.schedule matched: from the baseline; {matched_steps(ctx)} batches asked, "
+                 f"{spec['epochs']} epochs x {batches_per_epoch(ctx, target)} batches)")
+    elif target > 0 and source_iteration(ctx, target) != target - 1:
+        what += f" (the champion; iteration {target - 1}'s rejected challenger is kept, not built on)"
+    if spec.get("yoloe"):
+        y = spec["yoloe"]
+        what += (f" as YOLOE ({Path(y['target']).name}) with the prompts of {Path(y['prompt_file']).name}, text "
+                 f"encoder {Path(y['text_encoder'] or 'unset').name}")
     ctx.ui.emit(Message(f"[TRAIN] {what}: {spec['epochs']} epochs, lr0={spec['lr0']:.6g}, imgsz={spec['imgsz']}, "
                          f"log: {paths.training_log(target)}"))
     t0 = time.time()
@@ -233,7 +319,7 @@ def run(ctx: StepContext) -> str:
     checkpoints.keep(paths.best(target))  # the final best.pt (optimizer stripped) is the good copy from now on
     secs = time.time() - t0
     store.write_json(result_file, {"spec": spec, "dry_run": False, "seconds": round(secs, 1),
-                                   "best": str(paths.best(target))})
+                                   "best": str(paths.best(target)), **_yoloe_result(spec)})
     paths.last_good(target).unlink(missing_ok=True)  # only a resumed training reads last.pt; this one is done
     ctx.ui.emit(Message(f"[TRAIN] Training complete in {secs:.0f} s: {paths.best(target)}"))
     return "next"

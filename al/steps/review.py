@@ -9,7 +9,7 @@ from typing import cast
 
 import numpy as np
 
-from al.core import artifacts, store
+from al.core import artifacts, prompts, store
 from al.core.context import StepContext
 from al.core.errors import StepError
 from al.core.events import Message, ReviewRequired
@@ -44,6 +44,14 @@ def review_info(ctx: StepContext, picks: list[dict]) -> dict:
                   "Annotate the batch in Roboflow: correct the pre-annotations, mark images without objects as null",
                   f"Generate a new dataset version in Roboflow; {which} is downloaded in YOLO format when you "
                   f"continue"]
+    elif backend == "label_studio":
+        ls = cfg.review.label_studio
+        info["label_studio"] = {"url": ls.url, "project": ls.project}
+        middle = [f"The picks are tasks of a Label Studio project at {ls.url} (the project's address is shown "
+                  f"above)" + (", with the model's boxes as predictions" if ls.pre_annotations else ""),
+                  "Open each task, correct the boxes (accept or fix the predictions) and Submit; submit an image "
+                  "without objects with no boxes (it is kept as a negative)",
+                  "Continue (Enter, or --resume): the submitted annotations are exported and merged"]
     else:
         lc = cfg.review.local
         back = lc.import_from or rp.returned(k)
@@ -59,6 +67,8 @@ def review_info(ctx: StepContext, picks: list[dict]) -> dict:
                   + (f", or export the whole reviewed dataset in YOLO format to {combined} (with its data.yaml; "
                      f"class names in the same order)" if combined and not lc.import_from else "")]
     info["steps"] = first + middle + last
+    if cfg.model.target and paths.prompts(k).is_file():
+        info["prompts"] = prompt_info(paths.prompts(k))
     return info
 
 
@@ -71,9 +81,34 @@ def review_block(info: dict) -> str:
         lines.append(f"Review backend: {info['backend_status']}")
     lines += ["", "NEXT STEPS:"]
     lines += [f"{i}. {s}" for i, s in enumerate(info["steps"], 1)]
+    pr = info.get("prompts")
+    if pr:
+        lines += ["", f"PROMPTS (YOLOE target): {pr['file']} is what the next training embeds; edit its 'texts', "
+                      f"or accept a suggestion's proposed edit (TUI: key a)"]
+        lines += [f"  {name}: {text!r}" for name, text in pr["texts"].items()]
+        if pr.get("error"):
+            lines.append(f"  {pr['error']}")
+        for i, sg in enumerate(pr["suggestions"], 1):
+            edit = "; ".join(f"{c} -> {t!r}" for c, t in sg["prompt_edit"].items()) or "no prompt edit"
+            mark = " [accepted]" if sg.get("accepted") else ""
+            lines.append(f"  suggestion {i} [{sg.get('priority', '')}]{mark}: {sg.get('finding', '')}. "
+                         f"Proposed: {edit}")
     if info.get("resumed"):
         lines += ["", "Resumed (--resume): what came back is imported next."]
     return "\n".join(lines) + "\n" + bar
+
+
+def prompt_info(path: Path) -> dict:
+    """The prompt version the next training reads, for the review screen and block: its texts by class (a class
+    without one is prompted by its name) and the suggestions with their proposed edits."""
+    try:
+        raw = prompts.read_file(path)
+    except prompts.PromptError as e:  # hand-edited into a broken file: shown, and retrain refuses it with the fix
+        return {"file": str(path), "error": str(e), "texts": {}, "suggestions": []}
+    return {"file": str(path), "texts": dict(raw.get("texts") or {}),
+            "suggestions": [{"finding": sg.get("finding", ""), "suggestion": sg.get("suggestion", ""),
+                             "priority": sg.get("priority", ""), "prompt_edit": dict(sg.get("prompt_edit") or {}),
+                             "accepted": bool(sg.get("accepted"))} for sg in raw.get("suggestions") or []]}
 
 
 def _thresholds(ctx: StepContext, names: list[str]) -> np.ndarray:
@@ -121,6 +156,10 @@ def _backend(name: str):
         from al.review import roboflow
 
         return roboflow
+    if name == "label_studio":
+        from al.review import label_studio
+
+        return label_studio
     from al.review import local
 
     return local
@@ -134,6 +173,17 @@ def _guard_test(ctx: StepContext, picks: list[dict], test: list[str]) -> list[di
         ctx.ui.emit(Message(f"[REVIEW] WARNING: {len(bad)} picks are test images and were dropped (the test split "
                              f"is frozen), e.g. {bad[0]}", "warning"))
     return [p for p in picks if p["image"] not in frozen]
+
+
+def within_box_budget(boxes: list[int], budget: int) -> int:
+    """How many picks, in rank order, an annotator with a budget of `budget` boxes labels: until the next one
+    would take the total past it, and at least one."""
+    total = 0
+    for i, b in enumerate(boxes):
+        if i and total + b > budget:
+            return i
+        total += b
+    return len(boxes)
 
 
 def _was_asked(rp: RunPaths, k: int, backend: str) -> bool:
@@ -186,8 +236,16 @@ def _review(ctx: StepContext) -> str:
                 return "pause"
         cands, summary = collect(ctx, picks, names)
     elif mode == "simulated":
-        ctx.ui.emit(Message(f"[REVIEW] SIMULATED review: revealing the hidden ground truth of {len(picks)} picks"))
         cands = _labels_for_picks(ctx, picks, names, mode)
+        if al.max_boxes_per_iteration is not None:
+            n = within_box_budget([len(c.boxes) for c in cands], al.max_boxes_per_iteration)
+            ctx.ui.emit(Message(f"[REVIEW] box budget {al.max_boxes_per_iteration} "
+                                 f"(active_learning.max_boxes_per_iteration): the first {n} of {len(picks)} picks "
+                                 f"in rank order, {sum(len(c.boxes) for c in cands[:n])} boxes; the rest stay in "
+                                 f"the pool"))
+            picks, cands = picks[:n], cands[:n]
+            summary["box_budget"] = al.max_boxes_per_iteration
+        ctx.ui.emit(Message(f"[REVIEW] SIMULATED review: revealing the hidden ground truth of {len(picks)} picks"))
     else:
         ctx.ui.emit(Message(f"[REVIEW] --auto: labelling {len(picks)} picks with model predictions (pseudo-labels)"))
         cands = _labels_for_picks(ctx, picks, names, mode)

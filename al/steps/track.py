@@ -35,15 +35,23 @@ def run(ctx: StepContext) -> str:
                     "review_origin": next_ver.get("origin") if next_ver else None},
         "model": {"evaluated": str(paths.best(k)),
                   "trained_next": str(paths.best(k + 1)) if trained else None,
-                  "baseline_source": cfg.model.baseline if k == 0 else None},
+                  "trained_next_from": trained["spec"]["model"] if trained else None,
+                  "baseline_source": cfg.model.baseline if k == 0 else None,
+                  **_model_of(paths, k)},
         "timings_s": st.timings.get(str(k), {}),
         "converged": st.converged, "reason": st.reason,
+        "promotion": _promotion(paths, k),
     }
     store.write_json(paths.metadata(k), meta)
     report = {
         "iteration": k, "metrics": val.model_dump(mode="json", include={"overall", "per_class", "map50", "map50_95",
                                                                         "train_f1", "test"}),
         "convergence": {"converged": st.converged, "reason": st.reason},
+        # the frozen decision set and the gate's verdict on this iteration's model (docs/GATE.md)
+        "decision": val.decision.model_dump(mode="json") if val.decision else None,
+        "promotion": _promotion(paths, k),
+        # the prompt version behind these metrics: the one iteration k's model was trained with (none: no prompts)
+        "prompt_version": _model_of(paths, k).get("prompts"),
         "hard_examples": ({"count": len(hard.picks), "candidates": hard.candidates,
                            "source": hard.source} if hard else None),
         "review": review.to_json() if review else None, "training": trained, "dataset_version": ver["id"],
@@ -54,5 +62,47 @@ def run(ctx: StepContext) -> str:
                              "review": (review.model_extra or {}).get("bad_data_skipped", 0) if review else 0},
     }
     store.write_json(paths.iteration_report(k), report)
+    if cfg.tracking.mlflow.enabled:
+        _track_mlflow(ctx)
     ctx.ui.emit(Message(f"[ITERATION {k}] Complete!"))
     return "next"
+
+
+def _promotion(paths, k: int) -> dict | None:
+    """promotion.json of iteration k with the model the next retrain fine-tunes (None before the gate)."""
+    if not paths.promotion(k).is_file():
+        return None
+    p = artifacts.load_promotion(paths, k)
+    return {**p.to_json(), "champion_weights": str(paths.best(p.champion_after)),
+            "challenger_weights": str(paths.best(p.challenger))}
+
+
+def _model_of(paths, k: int) -> dict:
+    """Architecture and prompts of the model evaluated in iteration k, from the training that made it: a YOLOE
+    target names its prompt version, encoder and what came from the baseline (al.yolo.yoloe)."""
+    try:
+        done = store.read_json(paths.train_result(k))
+    except store.StoreError:
+        return {}
+    y, rep = done.get("spec", {}).get("yoloe"), done.get("yoloe") or {}
+    if not y:
+        return {"arch": "baseline architecture", "prompts": None}
+    return {"arch": rep.get("arch", "YOLOEModel"), "target": y["target"], "start": rep.get("start"),
+            "from_baseline": rep.get("from_baseline"), "text_encoder": rep.get("encoder"),
+            "prompts": {"version": y["prompt_version"], "file": y["prompt_file"], "digest": y["prompt_digest"],
+                        "texts": dict(zip(y["names"], y["prompts"])), "from_class_name": y["prompts_from_name"]}}
+
+
+def _track_mlflow(ctx: StepContext) -> None:
+    """Iteration k becomes (or updates) one MLflow run; a promotion registers the champion (docs/TRACKING.md)."""
+    from al.report import tracking  # imports mlflow (about 2 s): only when tracking is enabled
+
+    k, env = ctx.iteration, ctx.env
+    logged = tracking.log_iteration(env.cfg, env.paths, k, dry_run=env.opts.dry_run, auto=env.opts.auto)
+    for note in logged.notes:
+        ctx.ui.emit(Message(f"[MLFLOW] {note}", "warning"))
+    champ = f"; alias '{tracking.CHAMPION_ALIAS}' -> version {logged.champion_version}" \
+        if logged.champion_version else ""
+    ctx.ui.emit(Message(f"[MLFLOW] iteration {k} {'logged as' if logged.created else 'updated in'} run "
+                        f"{logged.run_id} ({logged.metrics} metrics, {logged.artifacts} artefacts) at "
+                        f"{tracking.shown_uri(env.cfg.tracking.mlflow, env.paths)}{champ}"))

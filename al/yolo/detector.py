@@ -1,11 +1,12 @@
-"""The only module that talks to Ultralytics: offline set-up, predict, mAP, model building and training specs."""
+"""Talks to Ultralytics: offline set-up, predict, model building and training specs (validation and mAP:
+al.yolo.validator)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -44,13 +45,36 @@ def prepare_offline(config_dir: Path) -> Path:
     return settings
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> '0' when a CUDA GPU is usable, else 'cpu'."""
+def disable_mlflow_callback() -> None:
+    """Switch Ultralytics' own MLflow callback off in the loop's settings file (YOLO_CONFIG_DIR, set by
+    prepare_offline). The loop records each iteration itself (al.report.tracking, docs/TRACKING.md); left on, the
+    callback would log every training's epochs a second time, into ./mlruns of the current directory unless
+    MLFLOW_TRACKING_URI is set. Call before a trainer is built: Ultralytics reads the setting per trainer."""
+    from ultralytics.utils import SETTINGS
+
+    if SETTINGS.get("mlflow") is not False:
+        SETTINGS.update(mlflow=False)
+
+
+def resolve_device(device: str | Sequence[int]) -> str:
+    """The one device inference runs on: 'auto' -> '0' when a CUDA GPU is usable, else 'cpu'; the first of several
+    (training.device: [0, 1] trains on both, predicts on 0)."""
+    if not isinstance(device, str):
+        return str(list(device)[0])
+    if "," in device:
+        return device.split(",")[0].strip()
     if device != "auto":
         return device
     import torch
 
     return "0" if torch.cuda.is_available() else "cpu"
+
+
+def set_threads(n: int) -> None:
+    """Torch's intra-op threads of this process (a scoring worker uses the CPUs it was given, no more)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
 
 
 @dataclass
@@ -87,7 +111,7 @@ def predict(
     conf: float,
     iou: float,
     batch: int,
-    device: str,
+    device: str | Sequence[int],
     on_progress: Callable[[int, int], None] | None = None,
     model=None,
 ) -> Iterator[Prediction]:
@@ -119,53 +143,6 @@ def _prediction(r) -> Prediction:
     h, w = r.orig_shape
     return Prediction(path=str(r.path), width=int(w), height=int(h), boxes=b.xyxy.cpu().numpy().astype(np.float64),
                       cls=b.cls.cpu().numpy().astype(int), conf=b.conf.cpu().numpy().astype(np.float64))
-
-
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-
-
-def correct_matrix(gt_cls, gt_boxes, pred_cls, pred_conf, pred_boxes) -> np.ndarray:
-    """(n_pred, 10) bool: prediction is a TP at each IoU threshold 0.50:0.95, matched the way Ultralytics'
-    validator does (pairs of the same class sorted by IoU, each prediction and each target used once)."""
-    from al.metrics.matching import box_iou
-
-    pred_cls = np.asarray(pred_cls).reshape(-1)
-    gt_cls = np.asarray(gt_cls).reshape(-1)
-    out = np.zeros((len(pred_cls), len(IOU_THRESHOLDS)), dtype=bool)
-    if len(pred_cls) == 0 or len(gt_cls) == 0:
-        return out
-    iou = box_iou(gt_boxes, pred_boxes) * (gt_cls[:, None] == pred_cls[None, :])
-    for j, t in enumerate(IOU_THRESHOLDS):
-        m = np.argwhere(iou >= t)  # (gt, pred) pairs
-        if len(m) == 0:
-            continue
-        if len(m) > 1:
-            m = m[iou[m[:, 0], m[:, 1]].argsort()[::-1]]
-            m = m[np.unique(m[:, 1], return_index=True)[1]]
-            m = m[np.unique(m[:, 0], return_index=True)[1]]
-        out[m[:, 1], j] = True
-    return out
-
-
-def map_from_matches(tp: Iterable[np.ndarray], conf: Iterable[np.ndarray], pred_cls: Iterable[np.ndarray],
-                     target_cls: Iterable[np.ndarray], nc: int) -> dict:
-    """mAP50 and mAP50-95 with Ultralytics' own AP computation (same numbers as `yolo val`), no second pass."""
-    from ultralytics.utils.metrics import ap_per_class
-
-    tp = np.concatenate(list(tp) or [np.zeros((0, 10), bool)])
-    conf = np.concatenate(list(conf) or [np.zeros(0)])
-    pred_cls = np.concatenate(list(pred_cls) or [np.zeros(0)])
-    target_cls = np.concatenate(list(target_cls) or [np.zeros(0)])
-    if len(target_cls) == 0:
-        return {"map50": 0.0, "map50_95": 0.0, "ap50_per_class": [0.0] * nc}
-    res = ap_per_class(tp, conf, pred_cls, target_cls, plot=False)
-    ap, classes = res[5], res[6]
-    per = [0.0] * nc
-    for i, c in enumerate(classes):
-        if int(c) < nc:
-            per[int(c)] = float(ap[i, 0])
-    return {"map50": float(ap[:, 0].mean()) if len(ap) else 0.0,
-            "map50_95": float(ap.mean()) if len(ap) else 0.0, "ap50_per_class": per}
 
 
 def build_untrained(model_yaml: str, names: list[str], out: Path) -> Path:
@@ -223,7 +200,7 @@ def predict_raw(
     conf: float,
     iou: float,
     batch: int,
-    device: str,
+    device: str | Sequence[int],
     cand_conf: float = 0.05,
     max_candidates: int = 100,
     on_progress: Callable[[int, int], None] | None = None,

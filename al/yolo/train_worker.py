@@ -26,13 +26,38 @@ def _die_with_parent() -> None:
 
 
 class _Progress:
+    """The progress file the parent follows. Picklable (by its path): with several devices Ultralytics hands the
+    training callbacks to its DDP processes with cloudpickle, and rank 0 writes here."""
+
     def __init__(self, path: Path):
-        self.fh = open(path, "a", buffering=1, encoding="utf-8")
+        self.path = Path(path)
+        self.fh = open(self.path, "a", buffering=1, encoding="utf-8")
         self.last_batch = 0.0
 
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "last_batch": 0.0}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]  # re-open in the process that unpickled it
+
     def emit(self, **ev):
+        if not _main_rank():
+            return
         ev["t"] = time.time()
         self.fh.write(json.dumps(ev) + "\n")
+
+
+def _main_rank() -> bool:
+    """This process reports: the training child itself, or rank 0 of a multi-GPU (DDP) training."""
+    return int(os.environ.get("RANK", "-1")) in (-1, 0)
+
+
+def _parent_gone(parent: int) -> bool:
+    """Orphaned (on a platform without PDEATHSIG): the training child's parent is the orchestrator, a DDP rank's is
+    the launcher that al.yolo.ddp recorded."""
+    from al.yolo.ddp import ENV_PARENT
+
+    return os.getppid() != int(os.environ.get(ENV_PARENT) or parent)
 
 
 EXIT_IO = 75
@@ -44,16 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     _die_with_parent()
     parent = os.getppid()
-    from al.yolo import checkpoints
-    from al.yolo.detector import prepare_offline, resolve_device
+    from al.yolo import checkpoints, ddp
+    from al.yolo.detector import disable_mlflow_callback, prepare_offline
 
     prepare_offline(Path(spec["yolo_config_dir"]))
     from ultralytics import YOLO
 
+    disable_mlflow_callback()  # the loop logs to MLflow itself (docs/TRACKING.md): never twice, never ./mlruns
+
     prog = _Progress(Path(spec["progress"]))
 
     def on_epoch_start(tr):
-        if os.getppid() != parent:  # orphaned on a platform without PDEATHSIG
+        if _parent_gone(parent):
             os._exit(3)
         prog.emit(event="epoch_start", epoch=tr.epoch + 1, epochs=tr.epochs)
 
@@ -77,30 +104,48 @@ def main(argv: list[str] | None = None) -> int:
                   fitness=float(tr.fitness or 0.0))
 
     def on_model_save(tr):
+        if not _main_rank():
+            return
         # best first: a kill between the two leaves a good last no newer than the good best
         if tr.best_fitness == tr.fitness:  # Ultralytics' own test for "best.pt was rewritten this epoch"
             checkpoints.keep(tr.best)
         checkpoints.keep(tr.last)
 
     last = Path(spec["project"]) / spec["name"] / "weights" / "last.pt"
+    target = spec.get("yoloe")  # seed 004's YOLOE target: a prompted model, trained by al.yolo.yoloe's trainer
+    if target:
+        from al.yolo import yoloe
     if spec.get("resume") and last.is_file():
         model = YOLO(str(last))
-        kwargs = {"resume": str(last), "device": resolve_device(spec["device"]), "workers": spec["workers"]}
+        kwargs = {"resume": str(last), "device": ddp.trainer_device(spec["device"]), "workers": spec["workers"]}
         prog.emit(event="resume", checkpoint=str(last))
     else:
-        model = YOLO(spec["model"])
+        source = spec["model"]
+        if target:
+            encoder = yoloe.build_encoder(target["text_encoder"], target["target"])
+            report = yoloe.prepare_start(Path(source), target["target"], target["names"], target["prompts"],
+                                         encoder, Path(target["start"]))
+            yoloe.write_report(Path(target["report"]), report)
+            print(f"[YOLOE] start model {target['start']}: {report['start']} ({report['source']}); prompts of "
+                  f"{target['prompt_file']}; text encoder {report['encoder']['kind']}"
+                  + ("" if report["encoder"]["semantic"] else " (NOT semantic: deterministic stand-in)"), flush=True)
+            source = target["start"]
+        model = YOLO(source)
         kwargs = dict(data=spec["data"], epochs=spec["epochs"], lr0=spec["lr0"], imgsz=spec["imgsz"],
                       batch=spec["batch"], patience=spec["patience"], optimizer=spec["optimizer"],
-                      device=resolve_device(spec["device"]), workers=spec["workers"], seed=spec["seed"],
+                      device=ddp.trainer_device(spec["device"]), workers=spec["workers"], seed=spec["seed"],
                       project=spec["project"], name=spec["name"], exist_ok=True, verbose=True, plots=True)
         kwargs.update(spec.get("extra", {}))  # the user's pass-through options win over our defaults
+    if ddp.requested(spec["device"]):
+        ddp.check_devices(spec["device"])  # the parent checked too; the GPUs may have gone since
+        ddp.install()  # the DDP processes die with this one, and keep the iteration folder
     model.add_callback("on_train_epoch_start", on_epoch_start)
     model.add_callback("on_train_batch_end", on_batch_end)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     model.add_callback("on_model_save", on_model_save)
     prog.emit(event="start", epochs=spec["epochs"])
     try:
-        model.train(**kwargs)
+        model.train(**kwargs, **({"trainer": yoloe.trainer_class()} if target else {}))
     except AssertionError as e:
         # killed after the last epoch but before the orchestrator recorded it: the training is complete
         if "nothing to resume" not in str(e):

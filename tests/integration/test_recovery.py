@@ -100,7 +100,9 @@ def test_damaged_source_model_of_a_retrain_is_restored(tmp_path, tiny_data, refe
 
 
 def test_lost_previous_best_error_says_how_and_that_works(tmp_path, tiny_data, capsys):
-    cfgp = make_config(tmp_path, tiny_data, active_learning__max_iterations=3)
+    # fine_tune_from latest: iteration 1's retrain fine-tunes best(1) (with the default, the dry run's rejected
+    # challenger 1 is not built on: the champion 0 is)
+    cfgp = make_config(tmp_path, tiny_data, active_learning__max_iterations=3, gate={"fine_tune_from": "latest"})
     cfg = load_config(cfgp)
     p = RunPaths(cfg.run_dir)
     assert _run(cfg, stop_after=13)[0] == 130  # stopped before iteration 1's retrain

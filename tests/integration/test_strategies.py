@@ -13,7 +13,7 @@ from al.app.api import run_loop as run
 from al.core import store
 from al.core.config import ConfigError, SamplingConfig, load_config
 from al.core.context import Listeners
-from al.core.events import Progress
+from al.core.events import Message, Progress
 from al.core.paths import RunPaths
 from al.data import dataset
 from al.selection import pool, sampling
@@ -111,6 +111,13 @@ def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
     assert hard["strategy"] == "combined" and hard["source"] == "pool" and hard["candidates"] == 16
     assert hard["scan"]["images"] == 16 + 24 and hard["scan"]["cached"] == 0  # pool + labelled reference
     assert len(hard["picks"]) == 4 and all(pk["reasons"] and pk["components"] for pk in hard["picks"])
+    # a pool without a deployed model's detections has no hard-negative candidates: the reserved slot (0.2 x 4)
+    # is said and given back to the other picks
+    assert hard["hard_negative_slots"] == {"reserved": 1, "filled": 0, "given_back": 1}
+    assert all(pk["kind"] == "uncertain" for pk in hard["picks"])
+    assert any(isinstance(e, Message) and e.text.startswith("[EXTRACT] hard negatives: 1 slots reserved "
+                                                            "(sampling_strategy.hard_negative_share 0.2), 0 "
+                                                            "candidates: 1 slots given back") for e in events)
     preds = store.read_json(p.pool_predictions(0))
     assert sorted(r["image"] for r in preds["images"]) == sorted(pk["image"] for pk in hard["picks"])
     review = store.read_json(p.review(0))

@@ -125,8 +125,15 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
         state = store.read_json(paths.state)
         assert (state["step"], state["iteration"], state["review_pending"]) == ("awaiting_review", 1, True)
 
-        # 3. --resume again: metrics of iterations 0 and 1 come back from disk, the run finishes
+        # 3. --resume again: the review screen first (nothing imported yet); Enter, and "continue anyway" as the
+        # export holds nothing new; metrics of iterations 0 and 1 come back from disk, the run finishes
         term.start(loop + ["--resume"])
+        term.wait_text("MANUAL REVIEW REQUIRED", "Iteration: 1", "Resumed (--resume)")
+        assert not paths.review(1).exists()
+        term.wait_text("adds no new images")  # the import preview of what continuing imports
+        term.keys("Enter")
+        term.wait_text("Nothing new to import", "Continue anyway?")
+        term.keys("y")
         term.wait_text("COMPLETE", "Maximum iterations reached")
         # It, P, R, F1 of the metrics table: the rows of iterations 0 and 1 rebuilt from disk, then iteration 2's
         term.wait_screen(lambda s: re.findall(r"│ ([0-9]) +\d\.\d{3} +\d\.\d{3} +\d\.\d{3}", s) == ["0", "1", "2"],

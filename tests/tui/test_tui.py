@@ -19,6 +19,7 @@ from al.core.config import load_config
 from al.core.context import StepContext
 from al.core.events import (
     EpochEnd,
+    GateVerdict,
     IterationStarted,
     Message,
     MetricsRow,
@@ -87,7 +88,23 @@ def metrics_row(k: int, f1: float, converged: bool = False) -> dict:
             "per_class_fn": json.dumps({n: 10 + 5 * i - 2 * k for i, n in enumerate(NAMES)}),
             "converged": int(converged),
             "reason": ("Maximum iterations reached: 3" if converged else
-                       f"Continue training: F1={f1:.4f}, target=0.9000")}
+                       f"Continue training: F1={f1:.4f}, target=0.9000"),
+            "decision_set": "test", "decision_images": 120, "decision_f1": round(f1 - 0.02, 4), "champion": 0,
+            "promoted": int(k == 0)}
+
+
+def gate_verdict(k: int) -> GateVerdict:
+    """Iteration k's gate: iteration 0 is champion; later challengers gain F1 but lose one class (rejected)."""
+    if k == 0:
+        return GateVerdict(iteration=0, challenger=0, champion_before=None, champion_after=0, promoted=True,
+                           metric="f1", challenger_value=0.4, champion_value=None, delta=None, ci_low=None,
+                           ci_high=None, confidence=0.95, decision_set="test", decision_images=120,
+                           reason="the first model measured on the decision set is the champion")
+    return GateVerdict(iteration=k, challenger=k, champion_before=0, champion_after=0, promoted=False, metric="f1",
+                       challenger_value=0.59, champion_value=0.4, delta=0.19, ci_low=0.12, ci_high=0.26,
+                       confidence=0.95, alarms=[NAMES[1]], per_class_delta={n: 0.1 for n in NAMES} | {NAMES[1]: -0.14},
+                       max_class_drop=0.1, decision_set="test", decision_images=120,
+                       reason=f"AP50-95 of '{NAMES[1]}' -0.1400 dropped by more than 0.1000")
 
 
 def dashboard_events() -> list:
@@ -103,7 +120,7 @@ def dashboard_events() -> list:
         for s in STEPS:
             evs.append(StepStarted(k, s, f"{s} title"))
             if s == "validate":
-                evs += [Progress("validate", i, 40, "images") for i in (10, 20, 40)]
+                evs += [Progress("validate", i, 40, "images") for i in (10, 20, 40)] + [gate_verdict(k)]
             if s == "converge":
                 evs += [MetricsRow(metrics_row(k, f1)), Message(f"[CONVERGENCE] Continue training: F1={f1:.4f}")]
             evs.append(StepFinished(k, s, 1.5 + STEPS.index(s)))
@@ -176,6 +193,12 @@ async def test_dashboard_fills_from_core_events(tmp_path):
         assert table.row_count == 2
         assert [str(c) for c in table.get_row("1")[:4]] == ["1", "0.660", "0.560", "0.610"]
         assert table.get_row("1")[-2:] == ["200", "ver0000001"]
+        assert [str(c) for c in table.get_row("1")[-4:-2]] == ["0.590", "0 ✗"]  # decision F1; champion kept
+        gate = str(app.query_one("#gate").render())
+        assert "Champion 0 vs challenger 1 on test (120 images)" in gate and "REJECTED" in gate
+        assert "\u0394 +0.1900 [95% CI +0.1200, +0.2600] \u2192 REJECTED" in gate
+        assert "ALARM 'one' AP50-95 -0.1400" in gate
+        assert "[GATE] ALARM: class 'one' AP50-95 -0.1400" in log_text(app)
         prog = app.query_one(StepProgress)
         assert str(prog.query_one("#progress-detail").render()) == "30/120 images"
         log = log_text(app)

@@ -23,6 +23,7 @@ from al.app.api import STEPS, preview_import, read_history, run_loop
 from al.core.context import StepContext, Tee
 from al.core.events import (
     Event,
+    GateVerdict,
     IterationStarted,
     MetricsRow,
     Progress,
@@ -43,6 +44,7 @@ from al.frontends.tui.model import (
     PAUSED,
     MetricRow,
     fmt_secs,
+    gate_text,
     history_on_open,
 )
 from al.frontends.tui.review import ReviewScreen
@@ -96,6 +98,7 @@ class LoopApp(App[int]):
         self.exit_requested = False
         self.last_error: tuple[str, str, str] | None = None
         self.events_seen = 0
+        self.gate_seen = False
         self._thread: threading.Thread | None = None
         self._open_box: list | None = None
         self._deferred_review: ReviewWanted | None = None
@@ -134,6 +137,8 @@ class LoopApp(App[int]):
                 yield Static("No verdict yet (the converge step writes one per iteration).", id="verdict")
             with Vertical(id="right"):
                 yield MetricsTable(id="metrics")
+                yield Static("No gate verdict yet (validate compares each new model with the champion).",
+                             id="gate")
                 with Horizontal(id="plots"):
                     yield F1Plot(id="f1-plot")
                     yield ClassPlot(id="class-plot")
@@ -143,6 +148,7 @@ class LoopApp(App[int]):
     def on_mount(self) -> None:
         self.query_one("#progress-box").border_title = "Progress"
         self.query_one("#verdict").border_title = "Convergence"
+        self.query_one("#gate").border_title = "Promotion gate: champion vs challenger"
         self.query_one("#metrics").border_title = "Metrics per iteration"
         self.query_one("#log").border_title = "Log"
         ev, st = self.start_event, self.ctx.state
@@ -180,6 +186,11 @@ class LoopApp(App[int]):
         self._refresh_metrics()
         if rows and rows[-1].reason:
             self._verdict(rows[-1])
+        if rows and rows[-1].champion is not None and not self.gate_seen:
+            r = rows[-1]
+            self.query_one("#gate", Static).update(
+                f"Champion: iteration {r.champion} on {r.decision_set} ({r.decision_images} images)\n"
+                f"(iteration {r.iteration}'s challenger was {'promoted' if r.promoted else 'rejected'})")
         self._start_runner()
 
     def _start_runner(self) -> None:
@@ -289,6 +300,13 @@ class LoopApp(App[int]):
         tl.timeline.finished(ev.step, ev.seconds)
         tl.show(self.clock())
         self.query_one(StepProgress).idle(f"{ev.step} finished in {fmt_secs(ev.seconds)}")
+
+    def _on_GateVerdict(self, ev: GateVerdict) -> None:
+        text = Text(gate_text(ev))
+        for word, style in (("PROMOTED", "bold green"), ("REJECTED", "bold yellow"), ("ALARM", "bold red")):
+            text.highlight_words([word], style)
+        self.query_one("#gate", Static).update(text)
+        self.gate_seen = True
 
     def _on_MetricsRow(self, ev: MetricsRow) -> None:
         row = MetricRow.parse(ev.row)

@@ -171,6 +171,12 @@ class MetricRow:
     per_class_fn: dict[str, int]
     converged: bool
     reason: str
+    decision_set: str = ""
+    """The frozen decision set (test | val_frozen; empty in rows of a run made before the gate)."""
+    decision_images: int | None = None
+    decision_f1: float | None = None
+    champion: int | None = None
+    promoted: bool | None = None
 
     @classmethod
     def parse(cls, row: dict) -> MetricRow:
@@ -186,7 +192,27 @@ class MetricRow:
                    per_class_f1={k: float(v) for k, v in _json(row.get("per_class_f1")).items()},
                    per_class_fn={k: int(v) for k, v in _json(row.get("per_class_fn")).items()},
                    converged=str(row.get("converged", "")).strip() in ("1", "True", "true"),
-                   reason=str(row.get("reason") or ""))
+                   reason=str(row.get("reason") or ""), decision_set=str(row.get("decision_set") or ""),
+                   decision_images=i("decision_images"), decision_f1=_num(row.get("decision_f1")),
+                   champion=i("champion"), promoted=None if (pr := i("promoted")) is None else bool(pr))
+
+
+def gate_text(ev) -> str:
+    """The champion-vs-challenger panel for a GateVerdict event."""
+    on = f"on {ev.decision_set} ({ev.decision_images} images)"
+    if ev.champion_before is None:
+        return f"Champion: iteration {ev.champion_after} {on}\n{ev.metric} {ev.challenger_value:.4f} (first model)"
+    champ = "n/a" if ev.champion_value is None else f"{ev.champion_value:.4f}"
+    ci = "" if ev.ci_low is None or ev.ci_high is None else \
+        f" [{ev.confidence:.0%} CI {ev.ci_low:+.4f}, {ev.ci_high:+.4f}]"
+    delta = "n/a" if ev.delta is None else f"{ev.delta:+.4f}"
+    lines = [f"Champion {ev.champion_before} vs challenger {ev.challenger} {on}: {ev.metric} {champ} vs "
+             f"{ev.challenger_value:.4f}",
+             f"\u0394 {delta}{ci} \u2192 {'PROMOTED' if ev.promoted else 'REJECTED'}: champion is iteration "
+             f"{ev.champion_after}"]
+    if ev.alarms:
+        lines.append("ALARM " + ", ".join(f"'{c}' AP50-95 {ev.per_class_delta.get(c, 0.0):+.4f}" for c in ev.alarms))
+    return "\n".join(lines)
 
 
 def history_on_open(rows: list[dict], iteration: int, step: str, baseline: bool) -> list[MetricRow]:

@@ -14,7 +14,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from al.app.api import ImportPreview, review_block
+from al.app.api import ImportPreview, accept_prompt_suggestion, review_block
+from al.core.errors import UserError
 from al.frontends.tui.images import picture
 from al.frontends.tui.modals import ConfirmScreen
 
@@ -41,6 +42,7 @@ class ReviewScreen(Screen[bool]):
 
     BINDINGS = [Binding("enter", "continue", "Continue", priority=True),
                 Binding("r", "recheck", "Check again"),
+                Binding("a", "accept_prompt", "Accept prompt suggestion"),
                 Binding("q", "quit_review", "Quit (awaiting review)")]
 
     class PreviewReady(Message):
@@ -56,6 +58,7 @@ class ReviewScreen(Screen[bool]):
         self.components = list(dict.fromkeys(k for p in self.picks for k in (p.get("components") or {})))
         self.preview: ImportPreview | None = None
         self.checking = False
+        self.polling = False
         self.answered = False
 
     def compose(self) -> ComposeResult:
@@ -74,6 +77,11 @@ class ReviewScreen(Screen[bool]):
                 preview = Static("Checking what continuing imports…", id="preview", markup=False)
                 preview.border_title = "What continuing imports"
                 yield preview
+                if self.info.get("prompts"):
+                    sugg: DataTable[str] = DataTable(id="prompt-suggestions", cursor_type="row")
+                    sugg.border_title = "Prompt suggestions (a: accept the highlighted one)"
+                    yield sugg
+                    yield Static("", id="prompt-texts", markup=False)
                 with VerticalScroll(id="steps-box") as box:
                     box.border_title = "What to do"
                     yield Static(block, id="review-block", markup=False)
@@ -97,8 +105,57 @@ class ReviewScreen(Screen[bool]):
                           *[f"{float(comps[c]):.2f}" if c in comps else "" for c in self.components],
                           str(fns), "; ".join(p.get("reasons") or []), key=str(i - 1))
         self._show_pick(0)
+        if self.info.get("prompts"):
+            sugg = self.query_one("#prompt-suggestions", DataTable)
+            for key, label in (("n", "#"), ("priority", "prio"), ("finding", "finding"), ("edit", "proposed edit")):
+                sugg.add_column(label, key=key)
+            self._show_prompts()
         table.focus()
         self._check("show")
+        poll = self.info.get("poll_s")
+        if poll:  # a backend with live progress (Label Studio: annotated n of N): check again every poll_s
+            self.set_interval(float(poll), self._poll)
+
+    def _poll(self) -> None:
+        if not (self.checking or self.answered or self.polling):
+            self.polling = True
+            self._check("show")
+
+    def _show_prompts(self) -> None:
+        """The prompt version the next training embeds and its suggestions (accepted ones marked)."""
+        pr = self.info["prompts"]
+        sugg = self.query_one("#prompt-suggestions", DataTable)
+        row = sugg.cursor_row
+        sugg.clear()
+        for i, sg in enumerate(pr["suggestions"], 1):
+            edit = "; ".join(f"{c}: {t}" for c, t in sg["prompt_edit"].items()) or "(no prompt edit)"
+            sugg.add_row(f"{i}{' ✓' if sg['accepted'] else ''}", sg["priority"], sg["finding"], edit, key=str(i - 1))
+        if pr["suggestions"]:
+            sugg.move_cursor(row=min(max(row, 0), len(pr["suggestions"]) - 1))
+        texts = "\n".join(f"{c}: {t}" for c, t in pr["texts"].items()) or "(no prompt texts: classes are prompted " \
+                                                                            "by their names)"
+        self.query_one("#prompt-texts", Static).update(f"{Path(pr['file']).name} (read by the next training):\n"
+                                                       f"{texts}")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # the accept key exists only where the next training embeds prompts (a YOLOE model.target)
+        return bool(self.info.get("prompts")) if action == "accept_prompt" else True
+
+    def action_accept_prompt(self) -> None:
+        pr = self.info.get("prompts")
+        if not pr or not pr["suggestions"]:
+            self.notify("No prompt suggestions this iteration", severity="warning")
+            return
+        idx = self.query_one("#prompt-suggestions", DataTable).cursor_row
+        try:
+            self.info["prompts"] = accept_prompt_suggestion(pr["file"], idx)
+        except UserError as e:
+            self.notify(str(e), severity="warning")
+            return
+        edit = self.info["prompts"]["suggestions"][idx]["prompt_edit"]
+        self.notify("Accepted into " + Path(pr["file"]).name + ": " + "; ".join(f"{c}: {t}" for c, t in edit.items()))
+        self._show_prompts()
+        self.query_one("#review-block", Static).update(_block(self.info)[1])
 
     def _show_pick(self, idx: int) -> None:
         if not 0 <= idx < len(self.picks):
@@ -148,7 +205,7 @@ class ReviewScreen(Screen[bool]):
         if self.answered:
             return
         pv = self.preview = msg.preview
-        self.checking = False
+        self.checking = self.polling = False
         panel = self.query_one("#preview", Static)
         panel.update(pv.summary())
         panel.set_class(pv.changed, "changed")

@@ -134,7 +134,10 @@ class StepProgress(Vertical):
 class MetricsTable(DataTable):
     """One row per iteration."""
 
-    COLUMNS = ("It", "P", "R", "F1", "mAP50", "mAP50-95", "TP", "FP", "FN", "Labelled", "Version")
+    COLUMNS = ("It", "P", "R", "F1", "mAP50", "mAP50-95", "TP", "FP", "FN", "Dec F1", "Champ", "Labelled",
+               "Version")
+    """P..FN: the validation remainder (mining_source val shrinks it); Dec F1: the frozen decision set's, what the
+    rules read; Champ: the champion after the iteration's gate."""
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -150,8 +153,11 @@ class MetricsTable(DataTable):
 
         self.clear()
         for r in rows:
-            self.add_row(str(r.iteration), f(r.precision), f(r.recall), Text(f(r.f1), style="bold"), f(r.map50),
-                         f(r.map50_95), n(r.tp), n(r.fp), n(r.fn), n(r.labelled_images), r.dataset_version,
+            # the champion after this iteration's gate; ✓ its challenger was promoted, ✗ rejected (kept)
+            champ = "" if r.champion is None else f"{r.champion} {'' if r.promoted is None else '✓✗'[not r.promoted]}"
+            self.add_row(str(r.iteration), f(r.precision), f(r.recall), f(r.f1), f(r.map50), f(r.map50_95),
+                         n(r.tp), n(r.fp), n(r.fn), Text(f(r.decision_f1), style="bold"), champ,
+                         n(r.labelled_images), r.dataset_version,
                          key=str(r.iteration))
         if rows:
             self.move_cursor(row=len(rows) - 1)
@@ -165,14 +171,20 @@ class F1Plot(PlotextPlot):
         plt.clear_figure()
         xs: list[float] = [r.iteration for r in rows if r.f1 is not None]
         tr = [(r.iteration, r.train_f1) for r in rows if r.train_f1 is not None]
-        # no legend (it would cover the target line); val cyan, train blue, target red
-        self.border_title = f"F1: val{' · train' if tr else ''} · target {target:.2f}"
+        dec = [(r.iteration, r.decision_f1) for r in rows if r.decision_f1 is not None]
+        last = next((r for r in reversed(rows) if r.decision_set), None)
+        # no legend (it would cover the target line); decision green, val cyan, train blue, target red
+        # with a decision set the title names it (green, what the rules read) and the val remainder (cyan)
+        self.border_title = (f"F1: {last.decision_set}({last.decision_images}) · val remainder" if last else
+                             f"F1: val{' · train' if tr else ''} · target {target:.2f}")
         lo, hi = (min(xs) - 0.5, max(xs) + 0.5) if xs else (-0.5, 0.5)
         plt.plot([lo, hi], [target, target], color="red")
         if tr:
             plt.plot([t[0] for t in tr], [t[1] for t in tr], marker="dot", color="blue")
         if xs:
             plt.plot(xs, [r.f1 for r in rows if r.f1 is not None], marker="dot", color="cyan")
+        if dec:
+            plt.plot([d[0] for d in dec], [d[1] for d in dec], marker="dot", color="green")
             plt.xticks(xs)
         else:
             plt.xticks([0])

@@ -1,0 +1,76 @@
+"""A minimal real simulation (1 seed, 2 arms, 1 round, imgsz 64): stopped after its first arm, run again, it
+continues without redoing that arm and writes the results; the box budget and the matched schedule hold."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import pytest
+
+from al.app.simulate import SimSpec, simulate
+from al.core import store
+from al.core.paths import RunPaths
+
+pytestmark = pytest.mark.slow
+
+
+def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
+    out = tmp_path / "sim"
+    spec = dict(data=tiny_data, out=out, arms=["random", "entropy"], seeds=[0], protocols=["matched"], rounds=1,
+                budget=8, budget_unit="boxes", seed_set=8, pool=12, imgsz=64, batch=8, epochs_base=1,
+                epochs_round=1, matched_steps=3)
+    lines: list[str] = []
+    assert simulate(SimSpec(**spec), say=lines.append, stop_after_units=1) == {}
+    assert any("stopped after 1 arms; run the same command again" in ln for ln in lines)
+    state = store.read_json(out / "simulation_state.json", schema=1)
+    assert list(state["units"]) == ["0/matched/random"]
+    first = RunPaths(out / "seed_0" / "matched" / "random" / "run")
+    before = first.best(1).stat().st_mtime_ns
+    assert (out / "seed_0" / "baseline.pt").is_file()
+
+    lines.clear()
+    summary = simulate(SimSpec(**spec), say=lines.append)
+    assert any("1/2 arms already done" in ln for ln in lines)
+    assert not any("matched/random" in ln and "trains the shared baseline" in ln for ln in lines)
+    assert first.best(1).stat().st_mtime_ns == before  # the finished arm was not redone
+    second = RunPaths(out / "seed_0" / "matched" / "entropy" / "run")
+    assert store.read_json(second.train_result(0))["shared_baseline"] == str(out / "seed_0" / "baseline.pt")
+
+    rows = list(csv.DictReader((out / "simulation.csv").open()))
+    assert [(r["arm"], r["round"]) for r in rows] == [("random", "0"), ("random", "1"), ("entropy", "0"),
+                                                      ("entropy", "1")]
+    for r in rows:
+        assert 0.0 <= float(r["test_map50_95"]) <= 1.0 and "ap50_95_zero" in r and "add_zero" in r
+    for r in rows[1::2]:
+        # the box budget: picks in rank order while their boxes fit (or the first pick alone)
+        assert int(r["added_boxes"]) <= 8 or int(r["added_images"]) == 1
+        assert int(r["labelled_images"]) == 8 + int(r["added_images"])
+        # matched: 3 batches from the baseline, as epochs of this training set
+        assert int(r["train_epochs"]) == math.ceil(3 / math.ceil(int(r["labelled_images"]) / 8))
+        assert int(r["annotator_edits"]) == int(r["boxes_to_add"]) + int(r["boxes_to_delete"]) + \
+            int(r["boxes_to_fix"])
+        assert int(r["boxes_to_add"]) + int(r["boxes_to_fix"]) <= int(r["added_boxes"])
+        assert r["hard_negative_slots"] == r["hard_negative_given_back"] == "0"  # random, entropy reserve none
+        assert int(r["train_batches"]) == int(r["train_epochs"]) * math.ceil(int(r["labelled_images"]) / 8)
+    assert any(re.search(r"\] epoch \d+/\d+$", ln) for ln in lines)  # training progress reaches the terminal
+    assert store.read_json(second.train_result(1))["spec"]["model"] == str(second.best(0))
+    got = json.loads((out / "simulation_summary.json").read_text())
+    assert set(got["protocols"]["matched"]) == {"random", "entropy"}
+    assert "entropy" in summary["matched"]["random"]["paired_auc"]
+    assert (out / "simulation.png").stat().st_size > 1000
+    md = (out / "simulation.md").read_text()
+    assert "## matched protocol" in md and "| entropy |" in md
+
+    # a kill after an arm's loop finished but before the simulation recorded it: the arm is read, not redone
+    state = store.read_json(out / "simulation_state.json", schema=1)
+    recorded = state["units"].pop("0/matched/entropy")
+    store.write_json(out / "simulation_state.json", state, schema=1)
+    done_before = second.best(1).stat().st_mtime_ns
+    lines.clear()
+    simulate(SimSpec(**spec), say=lines.append)
+    assert second.best(1).stat().st_mtime_ns == done_before
+    again = store.read_json(out / "simulation_state.json", schema=1)["units"]["0/matched/entropy"]
+    assert again["rows"] == recorded["rows"]
