@@ -658,7 +658,10 @@ async def test_log_file_holds_the_lines_the_tui_showed(tmp_path, tiny_data, monk
                     await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), timeout=120,
                                    what="the review screen")
                     await pilot.press("q")
-                else:
+                else:  # --resume shows the review screen again before importing: Enter continues
+                    await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), timeout=120,
+                                   what="the review screen on resume")
+                    await pilot.press("enter")
                     await wait_for(pilot, lambda: app.code is not None, timeout=120, what="the run to end")
                     await pilot.press("q")
                 await wait_for(pilot, lambda: app.return_value is not None, timeout=60, what="exit")
