@@ -15,12 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
@@ -33,8 +30,9 @@ from al.core.context import StepContext
 from al.core.errors import Interrupted
 from al.core.events import Event, Message, Progress
 from al.data import hashing
-from al.review import Labelled, ReviewError, pick_predictions, pre_annotation_conf
+from al.review import Labelled, ReviewError, pick_predictions, pre_annotation_conf, secrets
 from al.review.imports import unique_names
+from al.review.secrets import Secret
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -50,27 +48,14 @@ RECORD_SCHEMA = 1
 
 # ------------------------------------------------------------------------------------------------------ the token
 
-@dataclass(frozen=True)
-class Token:
+class Token(Secret):
     """The API token and where it was read from (the place is safe to show; the value never is)."""
-
-    value: str
-    where: str
-
-    def scrub(self, text: Any) -> str:
-        s = str(text)
-        return s.replace(self.value, "***") if self.value else s
-
-    def __repr__(self) -> str:  # keep the token out of reprs, tracebacks' locals and debug dumps
-        return f"Token(where={self.where!r})"
-
-    __str__ = __repr__
 
 
 def load_token(lcfg: LabelStudioReviewConfig) -> Token:
     """The token from the environment variable review.label_studio.api_key_env, else from its secrets_file."""
     env = lcfg.api_key_env
-    val = os.environ.get(env, "").strip()
+    val = secrets.from_env(env)
     if val:
         return Token(val, f"environment variable {env}")
     f = lcfg.secrets_file
@@ -87,24 +72,8 @@ def load_token(lcfg: LabelStudioReviewConfig) -> Token:
 
 
 def read_secrets_file(f: Path, env: str) -> str | None:
-    """The token in a secrets file: a line `env=<token>` (or `export env=...`), or the file's one bare line."""
-    try:
-        text = f.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ReviewError(f"{f}: cannot read the secrets file ({e.strerror}). Fix review.label_studio.secrets_file "
-                          f"or set the environment variable {env}.") from None
-    if os.name == "posix" and f.stat().st_mode & 0o077:
-        log.warning("%s: the secrets file is readable by other users; chmod 600 it", f)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    for ln in lines:
-        m = re.match(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(.*)$", ln)
-        if m and m.group(1) in (env, "api_key", "token"):
-            key = m.group(2).strip().strip("'\"")
-            if key:
-                return key
-    if len(lines) == 1 and not re.search(r"[=:\s]", lines[0]):
-        return lines[0]
-    return None
+    """The token in a secrets file: a line `env=<token>` (or `export env=...`, `token=...`), or one bare line."""
+    return secrets.read_secrets_file(f, env, names=("api_key", "token"), key="review.label_studio.secrets_file")
 
 
 # ---------------------------------------------------------------------------------------------- labelling config

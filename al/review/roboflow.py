@@ -19,10 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus
+from typing import TYPE_CHECKING
 
 from al.core import store
 from al.core.config import RoboflowReviewConfig
@@ -39,8 +37,10 @@ from al.review import (
     pre_annotation_conf,
     read_norm_labels,
     remap,
+    secrets,
 )
 from al.review.imports import Matcher, unique_names
+from al.review.secrets import Secret
 
 if TYPE_CHECKING:
     from roboflow.core.project import Project
@@ -56,51 +56,22 @@ _TRANSIENT_WORDS = re.compile(r"too many requests|rate limit|internal server err
 
 # ------------------------------------------------------------------------------------------------------ the API key
 
-@dataclass(frozen=True)
-class ApiKey:
+class ApiKey(Secret):
     """The key and where it was read from (the place is safe to show; the value never is)."""
-
-    value: str
-    where: str
-
-    def scrub(self, text: Any) -> str:
-        """text without the key (as is, and as it appears percent-encoded in a URL)."""
-        s = str(text)
-        if self.value:
-            for form in {self.value, quote(self.value, safe=""), quote_plus(self.value)}:
-                s = s.replace(form, "***")
-        return s
-
-    def __repr__(self) -> str:  # keep the key out of reprs, tracebacks' locals and debug dumps
-        return f"ApiKey(where={self.where!r})"
-
-    __str__ = __repr__
 
 
 def load_api_key(rcfg: RoboflowReviewConfig) -> ApiKey:
     """The key from the environment variable review.roboflow.api_key_env, else from review.roboflow.secrets_file."""
     env = rcfg.api_key_env
-    val = os.environ.get(env, "").strip()
+    val = secrets.from_env(env)
     if val:
         return ApiKey(val, f"environment variable {env}")
     f = rcfg.secrets_file
     if f is not None:
-        try:
-            text = Path(f).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ReviewError(f"{f}: cannot read the secrets file ({e.strerror}). Fix review.roboflow.secrets_file "
-                              f"or set the environment variable {env}.") from None
-        if os.name == "posix" and Path(f).stat().st_mode & 0o077:
-            log.warning("%s: the secrets file is readable by other users; chmod 600 it", f)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        for ln in lines:
-            m = re.match(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(.*)$", ln)
-            if m and m.group(1) in (env, "api_key", "ROBOFLOW_API_KEY"):
-                key = m.group(2).strip().strip("'\"")
-                if key:
-                    return ApiKey(key, f"secrets file {f}")
-        if len(lines) == 1 and not re.search(r"[=:\s]", lines[0]):
-            return ApiKey(lines[0], f"secrets file {f}")
+        key = secrets.read_secrets_file(Path(f), env, names=("api_key", "ROBOFLOW_API_KEY"),
+                                        key="review.roboflow.secrets_file")
+        if key:
+            return ApiKey(key, f"secrets file {f}")
         raise ReviewError(f"{f}: no API key found. Write the bare key on one line, or a line {env}=<key>.")
     raise ReviewError(f"Roboflow API key not found: set the environment variable {env} (export {env}=<your private "
                       f"API key>, from Roboflow > Settings > API Keys) or name a secrets file in "
