@@ -75,8 +75,11 @@ def review_info(ctx: StepContext, picks: list[dict]) -> dict:
 def review_block(info: dict) -> str:
     """Seed 004's console block, with this run's real paths."""
     bar = "=" * 80
-    lines = [bar, "MANUAL REVIEW REQUIRED", bar, f"Iteration: {info['iteration']}",
-             f"Hard examples: {info['hard_examples']}", f"FN crops saved to: {info['fn_crops']}"]
+    lines = [bar, "MANUAL REVIEW REQUIRED", bar]
+    if info.get("resumed"):  # first, where a screen shows it without scrolling
+        lines.append("Resumed (--resume): what came back is imported next.")
+    lines += [f"Iteration: {info['iteration']}", f"Hard examples: {info['hard_examples']}",
+              f"FN crops saved to: {info['fn_crops']}"]
     if info.get("backend_status"):
         lines.append(f"Review backend: {info['backend_status']}")
     lines += ["", "NEXT STEPS:"]
@@ -93,8 +96,6 @@ def review_block(info: dict) -> str:
             mark = " [accepted]" if sg.get("accepted") else ""
             lines.append(f"  suggestion {i} [{sg.get('priority', '')}]{mark}: {sg.get('finding', '')}. "
                          f"Proposed: {edit}")
-    if info.get("resumed"):
-        lines += ["", "Resumed (--resume): what came back is imported next."]
     return "\n".join(lines) + "\n" + bar
 
 

@@ -22,6 +22,9 @@ pytest.importorskip("ray.data")  # the optional extra; ./run test installs it
 from al.selection.ray_engine import RayEngine  # noqa: E402
 from al.yolo import detector  # noqa: E402
 
+# each test starts a Ray runtime (seconds to start, and a scan of real images): the slow set, run by CI
+pytestmark = pytest.mark.slow
+
 SETTINGS = pool.ScanSettings(imgsz=64, conf=0.0001, iou=0.7, batch=16, device="cpu", cand_conf=1e-6, top_k=5,
                              max_candidates=20)
 SHARD = 32

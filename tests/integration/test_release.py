@@ -15,7 +15,7 @@ from al.cli import main
 from al.core import artifacts, store
 from al.core.config import load_config
 from al.core.paths import RunPaths
-from al.data import dataset, manifest
+from al.data import manifest
 from al.yolo import export
 from tests.conftest import make_config, run_in_process
 
@@ -28,37 +28,15 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def gate_files_until_gate_lands(paths: RunPaths) -> None:
-    """TEMPORARY (remove when the promotion gate lands): the loop does not write decision_set.json,
-    promotion.json and champion.json yet, so write what the gate would have for this dry run (iteration 1's model,
-    a copy of iteration 0's, kept as champion... here promoted, to release a model that is not the baseline).
-    Files the loop already wrote are left as they are."""
-    _, splits = dataset.read_snapshot(paths.dataset_version(0))
-    if not paths.decision_set.is_file():
-        imgs = sorted(splits["test"])
-        h = hashlib.sha256("".join(_sha(Path(p)) for p in imgs).encode()).hexdigest()
-        artifacts.save_decision_set(paths, artifacts.DecisionSet(set="test", images=imgs, content_hash=h))
-    for k in (0, 1):
-        if not paths.promotion(k).is_file():
-            artifacts.save_promotion(paths, k, artifacts.Promotion(
-                iteration=k, challenger=k, champion_before=None if k == 0 else 0, champion_after=k, promoted=True,
-                metric="f1", challenger_value=0.0, champion_value=None if k == 0 else 0.0,
-                delta=None if k == 0 else 0.0, ci_low=None if k == 0 else 0.0, ci_high=None if k == 0 else 0.0,
-                confidence=0.95, resamples=0 if k == 0 else 1000, margin=0.0, decision_set="test",
-                decision_images=len(splits["test"]), reason="baseline" if k == 0 else "hand-made for the test"))
-    if not paths.champion.is_file():
-        artifacts.save_champion(paths, artifacts.Champion(iteration=1, weights=str(paths.best(1)), since_iteration=1,
-                                                          metric="f1", value=0.0))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_data):
-    """A finished dry run (2 iterations, simulated review) with its champion."""
+    """A finished dry run (2 iterations, simulated review) whose gate promoted iteration 1 (gate.margin -1: the dry
+    run's challenger is a copy of its champion), so the release is not of the baseline."""
     tmp = tmp_path_factory.mktemp("release_run")
-    cfg = load_config(make_config(tmp, tiny_data))
+    cfg = load_config(make_config(tmp, tiny_data, gate={"margin": -1.0}))
     code, _, _ = run_in_process(cfg)
     assert code == 0
-    gate_files_until_gate_lands(RunPaths(cfg.run_dir))
+    assert artifacts.load_champion(RunPaths(cfg.run_dir)).iteration == 1
     return cfg
 
 

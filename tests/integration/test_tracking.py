@@ -16,41 +16,24 @@ from al.app.api import open_run, run_loop  # noqa: E402
 from al.core import artifacts  # noqa: E402
 from al.core.config import load_config  # noqa: E402
 from al.core.context import Listeners  # noqa: E402
-from al.core.events import Message, StepFinished  # noqa: E402
+from al.core.events import Message  # noqa: E402
 from al.core.paths import RunPaths  # noqa: E402
 from al.core.state import RunState  # noqa: E402
 from al.report import tracking  # noqa: E402
 from al.steps import track  # noqa: E402
 from tests.conftest import make_config, step_context  # noqa: E402
 
-# iteration -> promoted? The stand-in gate's verdicts: 0 is the champion by definition, 1 beats it, 2 is rejected.
-VERDICTS = {0: True, 1: True, 2: False}
-
-
-def _stand_in_promotion(paths: RunPaths, k: int) -> None:
-    """STAND-IN for the promotion gate (another engineer's work, not yet writing promotion.json in validate):
-    writes iteration k's promotion.json as the gate would. Remove this, and the subscription in _run, once the
-    gate lands."""
-    champ_before = None if k == 0 else max(i for i in range(k) if VERDICTS[i])
-    promoted = VERDICTS[k]
-    artifacts.save_promotion(paths, k, artifacts.Promotion(
-        iteration=k, challenger=k, champion_before=champ_before, champion_after=k if promoted else champ_before,
-        promoted=promoted, metric="f1", challenger_value=0.5 + 0.1 * k, champion_value=None if k == 0 else 0.55,
-        delta=None if k == 0 else 0.1 * k - 0.05, ci_low=None if k == 0 else -0.01, ci_high=None if k == 0 else 0.2,
-        confidence=0.95, resamples=100, margin=0.0, per_class_delta={"zero": 0.01, "one": -0.02},
-        alarms=[] if promoted else ["one"], decision_set="test", decision_images=12,
-        reason="baseline" if k == 0 else ("improved" if promoted else "class 'one' dropped")))
+# The real promotion gate decides. A dry run copies the weights, so every challenger equals its champion (delta 0):
+# with gate.margin -1 each is promoted, with margin 0 each is rejected.
+PROMOTE_ALL = {"margin": -1.0}
 
 
 def _run(cfg, **kw) -> tuple[int, list[Message]]:
-    """The loop in-process (dry run), with the stand-in gate writing promotion.json after each validate."""
+    """The loop in-process (dry run), collecting the [MLFLOW] lines."""
     bus = Listeners()
     notes: list[Message] = []
-    paths = RunPaths(cfg.run_dir)
 
     def sub(ev):
-        if isinstance(ev, StepFinished) and ev.step == "validate":
-            _stand_in_promotion(paths, ev.iteration)
         if isinstance(ev, Message) and ev.text.startswith("[MLFLOW]"):
             notes.append(ev)
 
@@ -78,7 +61,7 @@ def tracked(tmp_path_factory, tiny_data):
     tmp = tmp_path_factory.mktemp("tracked")
     cwd = tmp / "cwd"
     cwd.mkdir()
-    cfg = load_config(make_config(tmp, tiny_data, active_learning__max_iterations=3,
+    cfg = load_config(make_config(tmp, tiny_data, active_learning__max_iterations=3, gate=PROMOTE_ALL,
                                   tracking={"mlflow": {"enabled": True}}))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
@@ -109,15 +92,16 @@ def test_one_run_per_iteration_with_params_metrics_and_artefacts(tracked):
         assert metrics["val/fn"] == val.overall.fn
         assert metrics["test/map50_95"] == pytest.approx(val.test.map50_95)
         assert set(val.names) <= {key.split("/")[-1] for key in metrics if key.startswith("val/f1/")}
-        assert metrics["gate/promoted"] == float(VERDICTS[k])
-        assert metrics["gate/ap50_95_delta/one"] == pytest.approx(-0.02)
+        assert metrics["gate/promoted"] == 1.0
+        if k > 0:  # the dry run's challenger is its champion's copy: no class moved
+            assert {key for key in metrics if key.startswith("gate/ap50_95_delta/")}
+            assert all(v == 0.0 for key, v in metrics.items() if key.startswith("gate/ap50_95_delta/"))
         assert client.get_metric_history(run.info.run_id, "val/f1")[0].step == k
         arts = {a.path for folder in ("plots", "reports", "error_analysis")
                 for a in client.list_artifacts(run.info.run_id, folder)}
         assert {"plots/f1_trend.png", f"reports/iteration_{k:02d}_report.json", "reports/validation.json",
                 "reports/promotion.json", "reports/metadata.json", "error_analysis/error_report.json"} <= arts
-        assert tags[tracking.PROMOTION_TAG] == ("promoted" if VERDICTS[k] else "rejected")
-        assert (tracking.REJECTED_TAG in tags) == (not VERDICTS[k])
+        assert tags[tracking.PROMOTION_TAG] == "promoted" and tracking.REJECTED_TAG not in tags
     # the artefacts live beside the database, and nothing was written into the working directory
     assert (paths.mlflow_store / "artifacts").is_dir()
     assert list(cwd.iterdir()) == []
@@ -129,13 +113,30 @@ def test_champion_registered_and_alias_on_the_promoted_iteration(tracked):
     client = _client(paths)
     name = f"{cfg.run_dir.name}-detector"
     versions = {int(v.tags[tracking.ITERATION_TAG]): v for v in client.search_model_versions(f"name = '{name}'")}
-    assert sorted(versions) == [0, 1]  # the rejected iteration 2 registers nothing
+    assert sorted(versions) == [0, 1, 2]
     champ = client.get_model_version_by_alias(name, tracking.CHAMPION_ALIAS)
-    assert champ.version == versions[1].version
+    assert champ.version == versions[2].version
     runs = _iteration_runs(client, cfg.run_dir.name)
-    assert champ.run_id == runs[1][0].info.run_id
+    assert champ.run_id == runs[2][0].info.run_id
     [weights] = client.list_artifacts(champ.run_id, tracking.CHAMPION_ARTIFACT)
-    assert weights.path == "champion/best.pt" and weights.file_size == paths.best(1).stat().st_size
+    assert weights.path == "champion/best.pt" and weights.file_size == paths.best(2).stat().st_size
+
+
+def test_rejected_challenger_is_logged_and_not_registered(tmp_path, tiny_data):
+    """gate.margin 0: the dry run's challenger (its champion's copy, delta 0) is rejected by the real gate; its
+    run is tagged so, nothing is registered for it and the alias stays on iteration 0."""
+    cfg = load_config(make_config(tmp_path, tiny_data, gate={"margin": 0.0}, tracking={"mlflow": {"enabled": True}}))
+    paths = RunPaths(cfg.run_dir)
+    assert _run(cfg, resume=False, start_iteration=None)[0] == 0
+    assert not artifacts.load_promotion(paths, 1).promoted
+    client, name = _client(paths), f"{cfg.run_dir.name}-detector"
+    runs = _iteration_runs(client, cfg.run_dir.name)
+    [rejected] = runs[1]
+    assert rejected.data.tags[tracking.PROMOTION_TAG] == "rejected" and tracking.REJECTED_TAG in rejected.data.tags
+    assert rejected.data.metrics["gate/promoted"] == 0.0
+    versions = {int(v.tags[tracking.ITERATION_TAG]) for v in client.search_model_versions(f"name = '{name}'")}
+    assert versions == {0}
+    assert client.get_model_version_by_alias(name, tracking.CHAMPION_ALIAS).run_id == runs[0][0].info.run_id
 
 
 def test_rerun_of_track_updates_the_same_run(tracked):
@@ -146,17 +147,17 @@ def test_rerun_of_track_updates_the_same_run(tracked):
     state = RunState.load(paths)
     state.iteration, state.step = 2, "track"
     assert track.run(step_context(cfg, state)) == "next"  # what --resume does after a crash inside track
-    logged = tracking.log_iteration(cfg, paths, 1, dry_run=True, auto=False)
+    logged = tracking.log_iteration(cfg, paths, 2, dry_run=True, auto=False)
     assert not logged.created and logged.registered_version == logged.champion_version
     after = _iteration_runs(client, cfg.run_dir.name)
     assert {k: [r.info.run_id for r in v] for k, v in after.items()} == \
         {k: [r.info.run_id for r in v] for k, v in before.items()}
     assert len(client.get_metric_history(after[2][0].info.run_id, "val/f1")) == history  # not logged twice
-    assert len(client.search_model_versions(f"name = '{cfg.run_dir.name}-detector'")) == 2
+    assert len(client.search_model_versions(f"name = '{cfg.run_dir.name}-detector'")) == 3
 
 
 def test_start_iteration_supersedes_later_runs(tmp_path, tiny_data):
-    cfg = load_config(make_config(tmp_path, tiny_data, tracking={"mlflow": {
+    cfg = load_config(make_config(tmp_path, tiny_data, gate=PROMOTE_ALL, tracking={"mlflow": {
         "enabled": True, "experiment": "restart test", "registered_model": "restart-model"}}))
     paths = RunPaths(cfg.run_dir)
     assert _run(cfg, resume=False, start_iteration=None)[0] == 0
@@ -182,7 +183,7 @@ def test_start_iteration_supersedes_later_runs(tmp_path, tiny_data):
 def test_supersede_moves_the_alias_back_to_the_champion_before(tmp_path, tiny_data):
     """Between --start-iteration's supersede and the redone iteration's track, 'champion' names the champion
     before the restart (promotion.json of the iteration before it), not a superseded model."""
-    cfg = load_config(make_config(tmp_path, tiny_data, tracking={"mlflow": {"enabled": True}}))
+    cfg = load_config(make_config(tmp_path, tiny_data, gate=PROMOTE_ALL, tracking={"mlflow": {"enabled": True}}))
     paths = RunPaths(cfg.run_dir)
     assert _run(cfg, resume=False, start_iteration=None)[0] == 0
     client, name = _client(paths), f"{cfg.run_dir.name}-detector"
