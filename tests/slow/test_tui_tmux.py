@@ -130,9 +130,9 @@ def test_real_program_in_tmux(tmp_path, tiny_data):
         term.start(loop + ["--resume"])
         term.wait_text("MANUAL REVIEW REQUIRED", "Iteration: 1", "Resumed (--resume)")
         assert not paths.review(1).exists()
-        term.wait_text("adds no new images")  # the import preview of what continuing imports
+        term.wait_text("New for training: +0 images")  # the import preview of what continuing imports
         term.keys("Enter")
-        term.wait_text("Nothing new to import", "Continue anyway?")
+        term.wait_text("Nothing new to import", "adds no new images", "Continue anyway?")
         term.keys("y")
         term.wait_text("COMPLETE", "Maximum iterations reached")
         # It, P, R, F1 of the metrics table: the rows of iterations 0 and 1 rebuilt from disk, then iteration 2's
