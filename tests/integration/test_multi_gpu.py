@@ -104,12 +104,13 @@ def test_ultralytics_ddp_command_keeps_the_iteration_folder_and_goes_through_the
         Path(file).with_suffix(".pt").unlink(missing_ok=True)
 
 
+# a stand-in rank lives until a signal kills it (the test's finally kills any that outlive the check)
 RANK_SCRIPT = """
-import os, sys, time
+import os, signal, sys
 from pathlib import Path
 out = Path(sys.argv[0]).parent
 (out / f"rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
-time.sleep(120)
+signal.pause()
 """
 
 CHILD = """
