@@ -440,19 +440,23 @@ def summarize(rows: list[dict], spec: SimSpec, *, resamples: int = 2000) -> dict
                 if ref_mp:
                     target = ref_mp[-1]
                     d["random_final_map50_95"] = target
+                    # random ended no better than its baseline: the seed set alone "reaches" the target, so a
+                    # saving there is 1 - seed set / final labels whatever the arm did; it is left undefined
+                    d["saving_undefined"] = target <= ref_mp[0]
                     for unit in ("images", "boxes"):
                         xl, ym = _curve(rows, s, proto, arm, f"labelled_{unit}")
                         rl, _ = _curve(rows, s, proto, "random", f"labelled_{unit}")
                         need = efficiency.labels_to_reach(xl, ym, target)
                         d[f"{unit}_to_reach_random"] = need
                         sv = efficiency.saving(need, rl[-1])
-                        d[f"{unit}_saving"] = NOT_REACHED if sv is None else sv
+                        d[f"{unit}_saving"] = None if d["saving_undefined"] else NOT_REACHED if sv is None else sv
                 per_seed[s] = d
             stats = {}
             for key in ("images_saving", "boxes_saving"):
-                vals = [d[key] for d in per_seed.values() if key in d]
+                vals = [d[key] for d in per_seed.values() if d.get(key) is not None]
                 stats[key] = {**efficiency.bootstrap_interval(vals, resamples=resamples),
-                              "reached": sum(v != NOT_REACHED for v in vals)}
+                              "reached": sum(v != NOT_REACHED for v in vals),
+                              "undefined": sum(bool(d.get("saving_undefined")) for d in per_seed.values())}
             for key in ("auc", "final_map50_95", "annotator_edits", "added_boxes"):
                 vals = [d[key] for d in per_seed.values()]
                 stats[key] = {"median": statistics.median(vals) if vals else None,
@@ -543,8 +547,9 @@ def markdown(summary: dict, spec: SimSpec, wall: float, timings: dict, flat: dic
         lines += [f"\n## {proto} protocol\n"]
         if flat and flat.get(proto):
             lines += [f"**WARNING**: on seeds {flat[proto]} random's final test mAP50-95 is not above its baseline's, "
-                      f"so the seed set alone 'reaches' it and the savings there mean nothing: train longer "
-                      f"(--epochs-base, --epochs-round / --matched-steps) or at a larger --imgsz.\n"]
+                      f"so the seed set alone 'reaches' it: their savings are undefined and left out of the "
+                      f"medians. Train longer (--epochs-base, --epochs-round / --matched-steps) or at a larger "
+                      f"--imgsz.\n"]
         lines += ["| arm | final test mAP50-95, median [min, max] | AUC median | image saving [95% CI] (reached) | "
                   "box saving [95% CI] | annotator edits (add+delete+fix), median | AUC - random [95% CI] (wins) | "
                   "AUC - entropy [95% CI] (wins) |", "|---|---|---|---|---|---|---|---|"]
@@ -555,7 +560,9 @@ def markdown(summary: dict, spec: SimSpec, wall: float, timings: dict, flat: dic
             for key in ("images_saving", "boxes_saving"):
                 b = st[key]
                 cells.append(f"{_pct(b['value'])} [{_pct(b['low'])}, {_pct(b['high'])}]"
-                             + (f" ({b['reached']}/{b['n']})" if key == "images_saving" else ""))
+                             + (f" ({b['reached']}/{b['n']})" if key == "images_saving" else "")
+                             + (f", {b['undefined']} undefined" if b.get("undefined") and key == "images_saving"
+                                else ""))
             pa = []
             for other in ("random", "entropy"):
                 p = d["paired_auc"].get(other)

@@ -235,7 +235,15 @@ def test_summary_of_known_curves_and_the_flat_reference_warning(tmp_path, tiny_d
     back = [{**r, "test_map50_95": [0.1, 0.2, 0.1][r["round"]]} if r["arm"] == "random" and r["seed"] == 0 else r
             for r in rows]
     assert flat_reference(back, spec, "matched") == [0]
-    md = markdown(summarize(flat_rows, spec, resamples=50), spec, 60.0, {}, {"matched": [1]})
+    # the flat seed's savings are undefined (not 60 % nor -100 %): left out of the medians and counted
+    fs = summarize(flat_rows, spec, resamples=50)["matched"]
+    assert fs["combined"]["per_seed"][1]["images_saving"] is None and fs["combined"]["per_seed"][1]["saving_undefined"]
+    assert fs["combined"]["per_seed"][0]["images_saving"] == pytest.approx(0.25)
+    assert fs["combined"]["stats"]["images_saving"]["n"] == 1
+    assert fs["combined"]["stats"]["images_saving"]["undefined"] == 1
+    assert fs["random"]["stats"]["boxes_saving"]["value"] == pytest.approx(0.0)
+    md = markdown({"matched": fs}, spec, 60.0, {}, {"matched": [1]})
+    assert "(1/1), 1 undefined" in md and "- no: >= 5 seeds" in md
     assert "**WARNING**: on seeds [1] random's final test mAP50-95 is not above its baseline's" in md
     assert "- no: random ends above its baseline on every seed" in md
     assert "- yes: random ends above its baseline on every seed" in markdown(summarize(rows, spec, resamples=50), spec,
