@@ -47,8 +47,10 @@ class ArmFailed(SimulationError):
 
 @dataclass
 class SimSpec:
-    """What a simulation runs. Everything but `out` and `device` is part of its identity: a work folder made with
-    other settings is refused (use another --out)."""
+    """What a simulation runs. Everything but `out`, `device` and the EXTENDABLE lists is part of its identity: a
+    work folder made with other settings is refused (use another --out). Arms, seeds and protocols may be added to
+    (or left out of) a work folder: its finished arms and shared baselines are kept, and the results cover the arms,
+    seeds and protocols asked for this time (an ablation runs only its new arms)."""
 
     data: Path
     out: Path
@@ -76,9 +78,19 @@ class SimSpec:
 
     def identity(self) -> dict:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-             if k not in ("out", "device", "workers")}
+             if k not in ("out", "device", "workers", *EXTENDABLE)}
         d["data"] = str(Path(self.data).resolve())
         return d
+
+    def settings(self) -> dict:
+        """The identity with this call's arms, seeds and protocols: what the results are of."""
+        return {**self.identity(), **{k: list(getattr(self, k)) for k in EXTENDABLE}}
+
+    def unit_keys(self) -> list[str]:
+        return [f"{s}/{p}/{a}" for s in self.seeds for p in self.protocols for a in self.arms]
+
+
+EXTENDABLE = ("arms", "seeds", "protocols")
 
 
 def parse_list(text: str, what: str, cast: Callable = str) -> list:
@@ -536,7 +548,7 @@ def _num(v) -> str:
 
 def markdown(summary: dict, spec: SimSpec, wall: float, timings: dict, flat: dict | None = None) -> str:
     lines = ["# Label-efficiency simulation\n", f"Data: `{spec.data}`  ",
-             f"Settings: `{json.dumps(spec.identity())}`  ",
+             f"Settings: `{json.dumps(spec.settings())}`  ",
              f"Wall time: {wall / 60:.1f} min (this invocation); the arms took {sum(timings.values()) / 60:.1f} "
              f"min in all  ", f"Machine: {machine()}  ",
              f"Per arm (seed/protocol/arm: seconds): `{json.dumps(timings)}`\n",
@@ -592,8 +604,9 @@ def _load_state(spec: SimSpec) -> dict:
         state = store.read_json(path, schema=STATE_SCHEMA)
     except store.StoreError as e:
         raise SimulationError(f"{e} Delete {path} to redo every arm, or use another --out.") from None
-    if state.get("spec") != spec.identity():
-        old, new = state.get("spec") or {}, spec.identity()
+    old = {k: v for k, v in (state.get("spec") or {}).items() if k not in EXTENDABLE}  # older folders hold them
+    if old != spec.identity():
+        new = spec.identity()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise SimulationError(f"{spec.out} holds a simulation with other settings ({', '.join(diff)} differ). "
                               f"Run the same command as before to continue it, or use another --out.")
@@ -623,13 +636,17 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
         prepare_offline(out / ".yolo_config")
         t0 = time.time()
         total = len(spec.seeds) * len(spec.protocols) * len(spec.arms)
+        state["spec"] = spec.identity()
+        done_before = sum(k in state["units"] for k in spec.unit_keys())
 
         def log(msg: str) -> None:
             say(f"[SIMULATE {time.time() - t0:7.1f}s] {msg}")
 
         log(f"{spec.data}: {len(spec.seeds)} seeds x {len(spec.protocols)} protocols x {len(spec.arms)} arms, "
             f"{spec.rounds} rounds of {spec.budget} {spec.budget_unit}; work folder {out}"
-            + (f"; {len(state['units'])}/{total} arms already done" if state["units"] else ""))
+            + (f"; {done_before}/{total} arms already done" if done_before else "")
+            + (f" ({len(state['units']) - done_before} other finished arms kept)"
+               if len(state["units"]) > done_before else ""))
         finished_now = 0
         for seed in spec.seeds:
             data = out / f"seed_{seed}" / "data"
@@ -643,7 +660,7 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
                     if stop_after_units is not None and finished_now >= stop_after_units:
                         log(f"stopped after {finished_now} arms; run the same command again to continue")
                         return {}
-                    done = len(state["units"])
+                    done = sum(k in state["units"] for k in spec.unit_keys())
                     log(f"[{done + 1}/{total}] seed {seed} ({info['seed_set']} seed images, pool {info['pool']}), "
                         f"{proto}/{arm}" + ("" if baseline.is_file() else ": trains the shared baseline first"))
                     u0 = time.time()
@@ -657,7 +674,7 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
                     state["units"][key] = {"rows": rows, "seconds": secs}
                     store.write_json(out / "simulation_state.json", state, schema=STATE_SCHEMA)
                     finished_now += 1
-                    left = total - len(state["units"])
+                    left = total - done - 1
                     mean = statistics.mean(u["seconds"] for u in state["units"].values())
                     log(f"[{done + 1}/{total}] {key} done in {secs:.0f} s: " + ", ".join(
                         f"{r[f'labelled_{spec.budget_unit}']}->{_num(r['test_map50_95'])}" for r in rows)
@@ -672,14 +689,15 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
 def write_results(spec: SimSpec, state: dict, wall: float, *, say: Callable[[str], None], plot) -> dict:
     """simulation.csv, simulation_summary.json, simulation.md and simulation.png in the work folder."""
     out = spec.out
-    rows = [r for u in state["units"].values() for r in u["rows"]]
-    timings = {k: u["seconds"] for k, u in state["units"].items()}
+    mine = [k for k in spec.unit_keys() if k in state["units"]]
+    rows = [r for k in mine for r in state["units"][k]["rows"]]
+    timings = {k: state["units"][k]["seconds"] for k in mine}
     columns = list(dict.fromkeys(c for r in rows for c in r))
     store.write_csv(out / "simulation.csv", rows, columns)
     summary = summarize(rows, spec)
     flat = {proto: flat_reference(rows, spec, proto) for proto in spec.protocols}
     store.write_json(out / "simulation_summary.json",
-                     {"settings": spec.identity(), "wall_seconds_this_call": round(wall, 1), "arm_seconds": timings,
+                     {"settings": spec.settings(), "wall_seconds_this_call": round(wall, 1), "arm_seconds": timings,
                       "protocols": summary, "goal": goal_check(summary, flat=flat), "machine": machine(),
                       "flat_reference_seeds": flat})
     md = markdown(summary, spec, wall, timings, flat)

@@ -113,6 +113,19 @@ def test_a_work_folder_of_other_settings_is_refused(tmp_path, tiny_data):
         simulate(spec, say=lambda _: None)
 
 
+def test_a_work_folder_takes_more_arms_seeds_and_protocols(tmp_path, tiny_data):
+    from al.app.simulate import _load_state
+
+    spec = _spec(tiny_data, tmp_path / "out", arms=["random", "entropy"], seeds=[0, 1], protocols=["matched"])
+    # a folder written before arms, seeds and protocols could grow holds them in its spec: still the same simulation
+    old = {**spec.identity(), "arms": ["random"], "seeds": [0], "protocols": ["chained"]}
+    store.write_json(tmp_path / "out" / "simulation_state.json", {"spec": old, "units": {"0/chained/random": {}}},
+                     schema=1)
+    assert _load_state(spec)["units"] == {"0/chained/random": {}}
+    assert spec.settings()["arms"] == ["random", "entropy"] and "arms" not in spec.identity()
+    assert spec.unit_keys() == ["0/matched/random", "0/matched/entropy", "1/matched/random", "1/matched/entropy"]
+
+
 def test_cli_says_what_is_wrong_and_exits_2(tmp_path, tiny_data, capsys):
     code = cli.main(["simulate", "--data", str(_without_test(tiny_data, tmp_path)), "--out", str(tmp_path / "o"),
                      "--seeds", "0", "--seed-set", "8", "--pool", "12", "--budget", "4", "--rounds", "1"])

@@ -74,3 +74,14 @@ def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
     assert second.best(1).stat().st_mtime_ns == done_before
     again = store.read_json(out / "simulation_state.json", schema=1)["units"]["0/matched/entropy"]
     assert again["rows"] == recorded["rows"]
+
+    # an ablation on the same work folder: only the arms asked for this time are in the results, the other finished
+    # arm is kept (not redone, not reported), and nothing trains when every asked arm is done
+    lines.clear()
+    simulate(SimSpec(**{**spec, "arms": ["entropy"]}), say=lines.append)
+    assert any("1/1 arms already done (1 other finished arms kept)" in ln for ln in lines)
+    assert not any("trains the shared baseline" in ln for ln in lines)
+    assert {r["arm"] for r in csv.DictReader((out / "simulation.csv").open())} == {"entropy"}
+    assert json.loads((out / "simulation_summary.json").read_text())["settings"]["arms"] == ["entropy"]
+    assert set(store.read_json(out / "simulation_state.json", schema=1)["units"]) == {"0/matched/random",
+                                                                                      "0/matched/entropy"}
