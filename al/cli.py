@@ -337,6 +337,8 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--matched-steps", type=int, default=None, help="matched: training batches per point (default: "
                    "--epochs-round epochs of the seed set)")
     p.add_argument("--lr", type=float, default=0.002, help="learning rate (default 0.002)")
+    p.add_argument("--epoch-val", action="store_true", help="validate every epoch and keep the best epoch's weights "
+                   "(default: every point is the model after exactly its training budget, its last epoch)")
     p.add_argument("--device", default="cpu", help="training device: cpu, 0, ... (default cpu)")
     return p
 
@@ -354,7 +356,7 @@ def simulate_main(argv: list[str]) -> int:
                        pool=args.pool, seed_list=args.seed_list, pool_list=args.pool_list, model=args.model,
                        imgsz=args.imgsz, batch=args.batch, epochs_base=args.epochs_base,
                        epochs_round=args.epochs_round, matched_steps=args.matched_steps, lr=args.lr,
-                       device=args.device)
+                       epoch_val=args.epoch_val, device=args.device)
         simulate(spec, say=lambda text: print(text, flush=True))
     except ArmFailed as e:
         print(f"[ERROR] {e}", file=sys.stderr)

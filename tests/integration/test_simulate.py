@@ -166,6 +166,10 @@ def test_ablation_arms_carry_their_own_sampling_keys(tmp_path, tiny_data):
     assert cfg["sampling_strategy"] == {"strategy": "combined", "combined_class_balance_weight": 0,
                                         "hard_negative_share": 0}
     assert cfg["training"]["schedule"] == "matched" and cfg["gate"] == {"fine_tune_from": "latest"}
+    # a point is the model after exactly its budget (the last epoch) unless --epoch-val asks for the best epoch
+    assert cfg["training"]["extra"]["val"] is False
+    assert unit_config(_spec(tiny_data, tmp_path, epoch_val=True), tmp_path, tmp_path / "run", arm, "matched",
+                       0)["training"]["extra"]["val"] is True
     with pytest.raises(SimulationError, match=r"'hard_negative_share' is not key=value"):
         check_spec(_spec(tiny_data, tmp_path, arms=["random", "combined@hard_negative_share"]))
     with pytest.raises(SimulationError, match=r"--arms: \['coreset@x=1'\] unknown"):
