@@ -140,6 +140,9 @@ class SamplingConfig(_Strict):
     """combined: weight of the backbone-embedding distance to the nearest labelled or already-picked image."""
     combined_class_balance_weight: float = Field(0.2, ge=0)
     """combined: weight of max over classes of P(image holds the class) x inverse labelled frequency."""
+    combined_class_balance_update: bool = False
+    """combined: count each pick's likely classes as labelled before the next pick of the same batch, so a batch
+    spreads over the rare classes instead of every pick chasing the rarest one."""
     hard_negative_share: float = Field(0.2, ge=0, le=1)
     """combined: at most this share of each iteration's picks are hard negatives (confident false positives)."""
     hard_negative_conf: float = Field(0.5, gt=0, lt=1)

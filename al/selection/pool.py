@@ -428,6 +428,8 @@ def choose(
     weights: Mapping[str, float] | None = None,
     hard_negatives: Mapping[str, list[dict]] | None = None,
     hard_negative_share: float = 0.0,
+    class_balance_update: bool = False,
+    labelled_images: int = 0,
     seed: int = 0,
 ) -> list[dict]:
     """The picks of one strategy, each {"image", "kind", "score", "components", "reasons", "errors"}, best first.
@@ -435,7 +437,9 @@ def choose(
     random: `budget` images drawn with `seed`. entropy: the most uncertain (scores.uncertainty[measure]).
     combined: first up to round(hard_negative_share * budget) hard negatives (most confident FP first), then
     sampling.combined_select over the rest, with the labelled images and the hard negatives as the starting set of
-    the diversity term. `scores` rows must be `candidates`, in order.
+    the diversity term; with class_balance_update, each pick's likely classes count as labelled for the next
+    (sampling.combined_select's in-batch update; a pick adds the labelled set's mean boxes per image,
+    sum(class_counts) / labelled_images). `scores` rows must be `candidates`, in order.
     """
     if budget <= 0 or not candidates:
         return []
@@ -468,14 +472,20 @@ def choose(
     # tells which images most likely hold a class
     rel = sampling.relative_class_probs(scores.class_max[rest])
     rare = [sampling.rare_class_score(rel[j], class_counts) for j in range(len(rest))]
+    per_image = float(sum(class_counts)) / labelled_images if labelled_images > 0 else 1.0
     sel = sampling.combined_select(unc[rest], [r[0] for r in rare], scores.embedding[rest], budget - len(picks),
                                    weights or {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2},
-                                   labelled_emb=ref_emb)
+                                   labelled_emb=ref_emb,
+                                   **({"class_probs": rel, "class_counts": list(class_counts),
+                                       "boxes_per_image": per_image} if class_balance_update and len(class_counts)
+                                      else {}))
     for s in sel:
         j = s["index"]
         i = rest[j]
         comp = s["components"]
         rscore, rc = rare[j]
+        if "rare_class" in s:  # the in-batch update: the term as it stood when this image was picked
+            rscore, rc = comp["class_balance"], s["rare_class"]
         p_c = float(scores.class_max[i][rc]) if rc >= 0 else 0.0
         r_c = float(rel[j][rc]) if rc >= 0 else 0.0
         reasons = [uncertainty_reason(float(unc[i]), measure, top_k) + f", {comp['uncertainty']:.2f} of the pool's "
@@ -484,7 +494,8 @@ def choose(
                    f"already-picked image; 1.00 = at least as far as a typical pool image is from the labelled set)",
                    f"class balance {rscore:.2f}: may hold '{_label(names, rc)}' (p {p_c:.2f}, {r_c:.2f} of the "
                    f"pool's highest for that class, x inverse labelled frequency "
-                   f"{rscore / r_c if r_c > 0 else 0.0:.2f})"]
+                   f"{rscore / r_c if r_c > 0 else 0.0:.2f}"
+                   + (", counts updated within the batch)" if "rare_class" in s else ")")]
         picks.append({"image": scores.images[i], "kind": "uncertain", "score": s["score"],
                       "components": {**comp, "raw_uncertainty": float(unc[i])}, "reasons": reasons,
                       "errors": []})

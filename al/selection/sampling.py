@@ -391,7 +391,8 @@ def validate_combined_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float],
-                    labelled_emb=None, *, saturate: bool = True) -> list[dict]:
+                    labelled_emb=None, *, saturate: bool = True, class_probs=None,
+                    class_counts: Sequence[float] | None = None, boxes_per_image: float = 1.0) -> list[dict]:
     """Greedy batch: each step takes the image with the highest
         w_u * uncertainty / max(uncertainty) + w_d * diversity + w_c * rare
     and then updates every image's cosine distance d to the nearest labelled or already-picked image (the k-center
@@ -403,8 +404,13 @@ def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float]
     outliers earn nothing extra, which is where pure k-center is known to go wrong at small budgets. With
     saturate=False, diversity = d / max(d over the remaining images): the pure k-center form.
 
-    Returns up to k dicts {"index", "score", "components": {uncertainty, diversity, class_balance}}, in pick order.
-    Ties go to the lower index.
+    With class_probs ((n, nc) relative class probabilities, relative_class_probs) and class_counts (labelled boxes
+    per class), the class-balance term is updated within the batch: each pick counts as boxes_per_image x its class
+    probabilities more labelled boxes of those classes, and `rare` is recomputed (rare_class_score) from the
+    updated counts, so a batch spreads over the rare classes instead of every pick chasing the rarest one.
+
+    Returns up to k dicts {"index", "score", "components": {uncertainty, diversity, class_balance}} (and with the
+    update "rare_class", the class its class-balance term came from), in pick order. Ties go to the lower index.
     """
     w = validate_combined_weights(weights)
     u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
@@ -414,6 +420,14 @@ def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float]
         raise ValueError(f"uncertainty ({n}), rare ({len(r)}) and embeddings ({len(emb)}) differ in length")
     top = u.max() if n else 0.0
     un = u / top if top > 0 else np.zeros(n)
+    update = class_probs is not None and class_counts is not None
+    if update:
+        cp = np.asarray(class_probs, dtype=np.float64).reshape(n, -1)
+        counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 0.0)
+        if cp.shape[1] != counts.size:
+            raise ValueError(f"{cp.shape[1]} class probabilities per image but {counts.size} class counts")
+        if not math.isfinite(boxes_per_image) or boxes_per_image < 0:
+            raise ValueError(f"boxes_per_image is {boxes_per_image}; it must be a finite number >= 0")
     x = normalize_rows(emb) if n else np.zeros((0, 1))
     ref = normalize_rows(labelled_emb) if labelled_emb is not None and len(labelled_emb) else None
     d = _min_cos_dist(x, ref)
@@ -430,12 +444,19 @@ def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float]
             scale = finite.max() if finite.size else 0.0
         with np.errstate(invalid="ignore", divide="ignore"):
             div = np.where(np.isinf(d), 1.0, np.minimum(1.0, d / scale) if scale > 0 else (d > 0) * 1.0)
+        if update:
+            weighted = cp * inverse_frequency(counts)
+            r = weighted.max(axis=1) if cp.size else np.zeros(n)
         score = w["uncertainty"] * un + w["diversity"] * div + w["class_balance"] * r
         score = np.where(taken, -np.inf, score)
         i = int(np.argmax(score))
+        if update:
+            counts = counts + boxes_per_image * cp[i]
         out.append({"index": i, "score": float(score[i]),
                     "components": {"uncertainty": float(un[i]), "diversity": float(div[i]),
                                    "class_balance": float(r[i])}})
+        if update and cp.size:
+            out[-1]["rare_class"] = int(np.argmax(weighted[i]))
         taken[i] = True
         d = np.minimum(d, np.maximum(1.0 - x @ x[i], 0.0))
     return out

@@ -229,7 +229,9 @@ def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[l
             picks = pool.choose(sc.strategy, candidates, budget, scores=scores, labelled_emb=labelled_emb,
                                 class_counts=counts, names=names, measure=sc.uncertainty_measure,
                                 top_k=sc.uncertainty_top_k, weights=sc.combined_weights(), hard_negatives=hn,
-                                hard_negative_share=sc.hard_negative_share, seed=seed)
+                                hard_negative_share=sc.hard_negative_share,
+                                class_balance_update=sc.combined_class_balance_update,
+                                labelled_images=len(set(splits["train"])), seed=seed)
         if cfg.dataset.mining_source == "pool":
             store.write_json(paths.pool_predictions(k), {"iteration": k, "names": names,
                                                          "images": _pool_records(ctx, picks, scores)})

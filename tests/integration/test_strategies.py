@@ -81,6 +81,23 @@ def test_combined_spreads_prefers_rare_classes_and_reserves_hard_negatives():
     assert all(p["kind"] == "uncertain" for p in none)
 
 
+def test_combined_class_balance_update_is_said_in_the_reasons():
+    s = fake_scores()
+    counts = [100, 50, 0]
+    kw = dict(scores=s, class_counts=counts, names=NAMES,
+              weights={"uncertainty": 0.1, "diversity": 0.0, "class_balance": 1.0})
+    fixed = pool.choose("combined", s.images, 2, **kw)
+    upd = pool.choose("combined", s.images, 2, class_balance_update=True, labelled_images=50, **kw)
+    assert fixed[0]["image"] == upd[0]["image"] == "/p/img5.jpg"  # the likeliest 'two', never labelled
+    # after it, 'two' counts 3 x 1.0 = 3 boxes (150 boxes / 50 images, x its relative probability 1.0) and 'one'
+    # 50 + 3: the rarest is now 'two' at 3, so 'one' weighs (3 + 1) / (53 + 1), where the fixed term keeps 1 / 51
+    assert upd[1]["components"]["class_balance"] == pytest.approx(4 / 54)
+    assert fixed[1]["components"]["class_balance"] == pytest.approx(1 / 51)
+    assert any("counts updated within the batch" in r for r in upd[1]["reasons"])
+    assert not any("counts updated within the batch" in r for r in fixed[1]["reasons"])
+    assert SamplingConfig().combined_class_balance_update is False
+
+
 def test_sampling_config_keys_and_defaults(tmp_path, tiny_data):
     sc = SamplingConfig()
     assert sc.strategy == "combined" and sc.uncertainty_measure == "entropy"

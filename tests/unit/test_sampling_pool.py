@@ -100,6 +100,29 @@ def test_combined_select_spreads_the_batch():
     assert sel[0]["index"] == 3 and sel[0]["score"] == pytest.approx(0.5 * 0.2 + 1.0)
 
 
+def test_class_balance_updated_within_the_batch_spreads_over_the_rare_classes():
+    # labelled boxes per class [40, 4, 6]: class 1 is the rarest, class 2 next. Images 0-2 likely hold class 1
+    # (decreasingly), image 3 class 2, image 4 class 0; embeddings all far apart, uncertainty flat
+    probs = np.array([[0.0, 1.0, 0.0], [0.0, 0.9, 0.0], [0.0, 0.8, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    emb = [unit(a) for a in (0, 90, 180, 270, 45)]
+    unc, counts, w = [0.5] * 5, [40, 4, 6], {"uncertainty": 0.1, "diversity": 0.0, "class_balance": 1.0}
+    static = [rare_class_score(p, counts)[0] for p in probs]
+    # the fixed term: all three class-1 images come before the class-2 one
+    assert [s["index"] for s in combined_select(unc, static, emb, 3, w)] == [0, 1, 2]
+    sel = combined_select(unc, static, emb, 3, w, class_probs=probs, class_counts=counts, boxes_per_image=3.0)
+    # inverse frequency (min + 1) / (count + 1). After image 0 (+3 boxes of class 1: counts [40, 7, 6]) class 2 is
+    # the rarest: image 3 (7/7 x 1.0) beats image 1 (7/8 x 0.9); then counts [40, 7, 9]: class 1 is the rarest
+    # again and image 1 (8/8 x 0.9) beats image 2 (0.8)
+    assert [s["index"] for s in sel] == [0, 3, 1]
+    assert sel[0]["rare_class"] == 1 and sel[1]["rare_class"] == 2 and sel[2]["rare_class"] == 1
+    assert sel[1]["components"]["class_balance"] == pytest.approx(1.0)
+    assert sel[2]["components"]["class_balance"] == pytest.approx(0.9)
+    # no update without class counts; the counts must match the classes
+    assert "rare_class" not in combined_select(unc, static, emb, 1, w)[0]
+    with pytest.raises(ValueError, match="3 class probabilities per image but 2 class counts"):
+        combined_select(unc, static, emb, 1, w, class_probs=probs, class_counts=[1, 2])
+
+
 def test_combined_diversity_penalises_redundancy_without_chasing_outliers():
     # labelled at 0 degrees; candidates at 30 (u 1.0), 40 (u 0.9) and an outlier at 170 (u 0.8)
     emb, unc, rare, lab = [unit(30), unit(40), unit(170)], [1.0, 0.9, 0.8], [0, 0, 0], [unit(0)]
