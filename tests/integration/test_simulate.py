@@ -219,7 +219,7 @@ def test_matched_schedule_gives_every_fine_tune_the_same_batches_from_the_baseli
 
 
 def test_summary_of_known_curves_and_the_flat_reference_warning(tmp_path, tiny_data):
-    from al.app.simulate import flat_reference, markdown, summarize
+    from al.app.simulate import early_reference, flat_reference, markdown, summarize
 
     spec = _spec(tiny_data, tmp_path, arms=["random", "entropy", "combined"], seeds=[0, 1], rounds=2)
 
@@ -252,6 +252,17 @@ def test_summary_of_known_curves_and_the_flat_reference_warning(tmp_path, tiny_d
     back = [{**r, "test_map50_95": [0.1, 0.2, 0.1][r["round"]]} if r["arm"] == "random" and r["seed"] == 0 else r
             for r in rows]
     assert flat_reference(back, spec, "matched") == [0]
+    # random falls back at the end (0.1, 0.3, 0.25): it reaches its own final 0.25 at 88 images, a 31 % "saving" of
+    # random against itself; combined (0.1, 0.3, 0.4) reaches it at 88 too: its net saving is 0
+    assert early_reference({"matched": got}, "matched") == {}
+    fall = [{**r, "test_map50_95": [0.1, 0.3, 0.25][r["round"]]} if r["arm"] == "random" else r for r in rows]
+    fs = summarize(fall, spec, resamples=50)
+    assert early_reference(fs, "matched") == {0: pytest.approx(1 - 88 / 128), 1: pytest.approx(1 - 88 / 128)}
+    assert fs["matched"]["combined"]["stats"]["images_saving"]["value"] == pytest.approx(1 - 88 / 128)
+    assert fs["matched"]["combined"]["stats"]["images_saving_net"]["value"] == pytest.approx(0.0)
+    md = markdown(fs, spec, 60.0, {}, {"matched": []})
+    assert "**WARNING**: on seeds [0, 1] random reached its own final test mAP50-95 before its last round" in md
+    assert "| combined | 0% [0%, 0%] |" in md and "- no: random needs all its labels" in md
     # the flat seed's savings are undefined (not 60 % nor -100 %): left out of the medians and counted
     fs = summarize(flat_rows, spec, resamples=50)["matched"]
     assert fs["combined"]["per_seed"][1]["images_saving"] is None and fs["combined"]["per_seed"][1]["saving_undefined"]
