@@ -323,19 +323,19 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=32, help="labels bought per round (default: 32)")
     p.add_argument("--budget-unit", choices=("images", "boxes"), default="images",
                    help="what --budget counts: images, or boxes (picks in rank order until the boxes are spent)")
-    p.add_argument("--seed-set", type=int, default=64, help="initially labelled images drawn from train (default 64)")
+    p.add_argument("--seed-set", type=int, default=32, help="initially labelled images drawn from train (default 32)")
     p.add_argument("--pool", type=int, default=None, help="pool images drawn from the rest of train (default: 300, "
                    "or all the rest when fewer; 0 = all the rest)")
     p.add_argument("--seed-list", type=Path, help="text file listing the seed-set images (instead of drawing them)")
     p.add_argument("--pool-list", type=Path, help="text file listing the pool images (instead of drawing them)")
     p.add_argument("--model", default="yolov8n.yaml", help="yolov8n.yaml, yolo11n.yaml, yolo26n.yaml (untrained) or "
                    "a local .pt (default: yolov8n.yaml)")
-    p.add_argument("--imgsz", type=int, default=128, help="train and inference size, a multiple of 32 (default 128)")
+    p.add_argument("--imgsz", type=int, default=96, help="train and inference size, a multiple of 32 (default 96)")
     p.add_argument("--batch", type=int, default=16, help="training batch size (default 16)")
-    p.add_argument("--epochs-base", type=int, default=60, help="baseline epochs on the seed set (default 60)")
+    p.add_argument("--epochs-base", type=int, default=100, help="baseline epochs on the seed set (default 100)")
     p.add_argument("--epochs-round", type=int, default=10, help="chained: epochs per round (default 10)")
-    p.add_argument("--matched-steps", type=int, default=None, help="matched: training batches per point (default: "
-                   "--epochs-round epochs of the seed set)")
+    p.add_argument("--matched-steps", type=int, default=160, help="matched: training batches per point (default 160; "
+                   "0: --epochs-round epochs of the seed set)")
     p.add_argument("--lr", type=float, default=0.002, help="learning rate (default 0.002)")
     p.add_argument("--epoch-val", action="store_true", help="validate every epoch and keep the best epoch's weights "
                    "(default: every point is the model after exactly its training budget, its last epoch)")
@@ -355,7 +355,7 @@ def simulate_main(argv: list[str]) -> int:
                        rounds=args.rounds, budget=args.budget, budget_unit=args.budget_unit, seed_set=args.seed_set,
                        pool=args.pool, seed_list=args.seed_list, pool_list=args.pool_list, model=args.model,
                        imgsz=args.imgsz, batch=args.batch, epochs_base=args.epochs_base,
-                       epochs_round=args.epochs_round, matched_steps=args.matched_steps, lr=args.lr,
+                       epochs_round=args.epochs_round, matched_steps=args.matched_steps or None, lr=args.lr,
                        epoch_val=args.epoch_val, device=args.device)
         simulate(spec, say=lambda text: print(text, flush=True))
     except ArmFailed as e:

@@ -7,7 +7,7 @@ script only makes the data and copies the simulator's results to --out:
 
   label_efficiency.csv / _summary.json / .md / .png   (the simulator's simulation.* files)
 
-    .venv/bin/python benchmarks/label_efficiency.py                       # the default size (docs/SIMULATE.md)
+    .venv/bin/python benchmarks/label_efficiency.py --protocol matched    # the default size (docs/SIMULATE.md)
     .venv/bin/python benchmarks/label_efficiency.py --seeds 0 --rounds 1 --arms random,entropy   # a quick look
 Any other option is passed to `al-loop simulate` as it is (e.g. --budget-unit boxes --budget 96).
 """
@@ -26,7 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed-set", type=int, default=64, help="initially labelled images per seed")
+    ap.add_argument("--seed-set", type=int, default=32, help="initially labelled images per seed")
     ap.add_argument("--pool", type=int, default=300, help="unlabelled pool images per seed")
     ap.add_argument("--val", type=int, default=48, help="validation images (model selection during training)")
     ap.add_argument("--test", type=int, default=200, help="test images (the reported mAP)")

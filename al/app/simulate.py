@@ -60,17 +60,18 @@ class SimSpec:
     rounds: int = 3
     budget: int = 32
     budget_unit: str = "images"
-    seed_set: int = 64
+    seed_set: int = 32
     pool: int | None = None
     """Pool images drawn per seed; None: DEFAULT_POOL, or all the rest of train when fewer; 0: all the rest."""
     seed_list: Path | None = None
     pool_list: Path | None = None
     model: str = "yolov8n.yaml"
-    imgsz: int = 128
+    imgsz: int = 96
     batch: int = 16
-    epochs_base: int = 60
+    epochs_base: int = 100
     epochs_round: int = 10
-    matched_steps: int | None = None
+    matched_steps: int | None = 160
+    """matched: training batches per point; None: --epochs-round epochs of the seed set."""
     lr: float = 0.002
     conf: float = 0.15
     epoch_val: bool = False
@@ -134,7 +135,8 @@ def check_spec(spec: SimSpec) -> None:
     if spec.pool is not None and spec.pool < 0:
         raise SimulationError(f"--pool {spec.pool}: must be 0 (all the rest of train) or more")
     if spec.matched_steps is not None and spec.matched_steps < 1:
-        raise SimulationError(f"--matched-steps {spec.matched_steps}: must be 1 or more (or unset)")
+        raise SimulationError(f"--matched-steps {spec.matched_steps}: must be 1 or more (0: --epochs-round epochs "
+                              f"of the seed set)")
     if spec.imgsz % 32 or spec.imgsz < 32:
         raise SimulationError(f"--imgsz {spec.imgsz}: must be a multiple of 32, e.g. {max(32, spec.imgsz // 32 * 32)}")
     if not (spec.model in MODELS or (spec.model.endswith(".pt") and Path(spec.model).is_file())):

@@ -321,7 +321,7 @@ def image_uncertainty(probs, top_k: int, measure: str = "entropy") -> float:
     return float(top.sum() / top_k)
 
 
-def inverse_frequency(class_counts: Sequence[int]) -> np.ndarray:
+def inverse_frequency(class_counts: Sequence[float] | np.ndarray) -> np.ndarray:
     """Weight per class: (min count + 1) / (count + 1): 1.0 for the rarest labelled class, less for common ones."""
     counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 0)
     if counts.size == 0:
