@@ -340,13 +340,15 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-val", action="store_true", help="validate every epoch and keep the best epoch's weights "
                    "(default: every point is the model after exactly its training budget, its last epoch)")
     p.add_argument("--device", default="cpu", help="training device: cpu, 0, ... (default cpu)")
+    p.add_argument("--jobs", type=int, default=0, help="seeds run side by side (default 0: auto, cores // (cores - 1) "
+                   "on a CPU, as an Ultralytics training takes cores - 1 threads: 2 on a 2-core machine; 1 on a GPU)")
     return p
 
 
 def simulate_main(argv: list[str]) -> int:
     """`al-loop simulate --data D ...`: exit 0 with the results written, 2 for bad input, 1 for a failed arm."""
     args = build_simulate_parser().parse_args(argv)
-    from al.app.simulate import ArmFailed, SimSpec, SimulationError, parse_list, simulate
+    from al.app.simulate import ArmFailed, SimSpec, SimulationError, auto_jobs, parse_list, simulate
     from al.core.errors import UserError
 
     try:
@@ -356,7 +358,7 @@ def simulate_main(argv: list[str]) -> int:
                        pool=args.pool, seed_list=args.seed_list, pool_list=args.pool_list, model=args.model,
                        imgsz=args.imgsz, batch=args.batch, epochs_base=args.epochs_base,
                        epochs_round=args.epochs_round, matched_steps=args.matched_steps or None, lr=args.lr,
-                       epoch_val=args.epoch_val, device=args.device)
+                       epoch_val=args.epoch_val, device=args.device, jobs=args.jobs or auto_jobs(args.device))
         simulate(spec, say=lambda text: print(text, flush=True))
     except ArmFailed as e:
         print(f"[ERROR] {e}", file=sys.stderr)

@@ -80,10 +80,13 @@ class SimSpec:
     per-epoch validation (about a third of a small training's time on a CPU)."""
     device: str = "cpu"
     workers: int = 0
+    jobs: int = 1
+    """Seeds run side by side in this many processes (an Ultralytics training on a CPU uses cores - 1 threads, one
+    on a 2-core machine, so two seeds at once take about half the time). Results do not depend on it."""
 
     def identity(self) -> dict:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-             if k not in ("out", "device", "workers", *EXTENDABLE)}
+             if k not in ("out", "device", "workers", "jobs", *EXTENDABLE)}
         d["data"] = str(Path(self.data).resolve())
         return d
 
@@ -96,6 +99,15 @@ class SimSpec:
 
 
 EXTENDABLE = ("arms", "seeds", "protocols")
+
+
+def auto_jobs(device: str, cores: int | None = None) -> int:
+    """Seeds to run side by side: on a CPU, as many trainings as fit the cores when each takes Ultralytics'
+    cores - 1 threads (2 on a 2-core machine, 1 from 3 cores up); on a GPU one."""
+    if str(device).strip().lower() != "cpu":
+        return 1
+    n = max(1, cores if cores is not None else (os.cpu_count() or 1))
+    return max(1, n // max(1, n - 1))
 
 
 def parse_list(text: str, what: str, cast: Callable = str) -> list:
@@ -132,6 +144,8 @@ def check_spec(spec: SimSpec) -> None:
                          ("batch", spec.batch, 1)):
         if v < low:
             raise SimulationError(f"--{name} {v}: must be {low} or more")
+    if spec.jobs < 1:
+        raise SimulationError(f"--jobs {spec.jobs}: must be 1 or more (0 on the command line: auto)")
     if spec.pool is not None and spec.pool < 0:
         raise SimulationError(f"--pool {spec.pool}: must be 0 (all the rest of train) or more")
     if spec.matched_steps is not None and spec.matched_steps < 1:
@@ -692,42 +706,83 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
             + (f" ({len(state['units']) - done_before} other finished arms kept)"
                if len(state["units"]) > done_before else ""))
         finished_now = 0
-        for seed in spec.seeds:
-            data = out / f"seed_{seed}" / "data"
-            info = prepare_seed_data(spec, seed, data)
-            baseline = out / f"seed_{seed}" / "baseline.pt"
-            for proto in spec.protocols:
-                for arm in spec.arms:
-                    key = f"{seed}/{proto}/{arm}"
-                    if key in state["units"]:
-                        continue
+
+        def record(key: str, rows: list[dict], secs: float) -> None:
+            state["units"][key] = {"rows": rows, "seconds": secs}
+            store.write_json(out / "simulation_state.json", state, schema=STATE_SCHEMA)
+            done = sum(k in state["units"] for k in spec.unit_keys())
+            left = total - done
+            mean = statistics.mean(u["seconds"] for u in state["units"].values())
+            log(f"[{done}/{total}] {key} done in {secs:.0f} s: " + ", ".join(
+                f"{r[f'labelled_{spec.budget_unit}']}->{_num(r['test_map50_95'])}" for r in rows)
+                + (f"; {left} arms left, about {left * mean / 60 / max(1, spec.jobs):.0f} min at the mean arm "
+                   f"time so far" if left else ""))
+
+        todo = {seed: [(p, a) for p in spec.protocols for a in spec.arms if f"{seed}/{p}/{a}" not in state["units"]]
+                for seed in spec.seeds}
+        todo = {seed: units for seed, units in todo.items() if units}
+        if spec.jobs > 1 and len(todo) > 1 and stop_after_units is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            log(f"{min(spec.jobs, len(todo))} seeds at a time (--jobs {spec.jobs})")
+            mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch or lock state inherited
+            with ProcessPoolExecutor(max_workers=min(spec.jobs, len(todo)), mp_context=mp) as pool:
+                futures = [pool.submit(_seed_worker, spec, seed, units, t0) for seed, units in todo.items()]
+                failed: SimulationError | None = None
+                for fut in as_completed(futures):
+                    try:
+                        for key, rows, secs in fut.result():
+                            record(key, rows, secs)
+                    except SimulationError as e:  # the other seeds finish; the failed one continues next time
+                        failed = failed or e
+                if failed is not None:
+                    raise failed
+        else:
+            for seed, units in todo.items():
+                for proto, arm in units:
                     if stop_after_units is not None and finished_now >= stop_after_units:
                         log(f"stopped after {finished_now} arms; run the same command again to continue")
                         return {}
-                    done = sum(k in state["units"] for k in spec.unit_keys())
-                    log(f"[{done + 1}/{total}] seed {seed} ({info['seed_set']} seed images, pool {info['pool']}), "
-                        f"{proto}/{arm}" + ("" if baseline.is_file() else ": trains the shared baseline first"))
-                    u0 = time.time()
-                    unit_dir = out / f"seed_{seed}" / proto / arm_folder(arm)
-                    run_unit(spec, data, unit_dir, arm, proto, seed, baseline if baseline.is_file() else None, log)
-                    if not baseline.is_file():
-                        store.write_bytes_atomic(baseline, (unit_dir / "run" / "iterations" / "iteration_0" /
-                                                            "weights" / "best.pt").read_bytes())
-                    rows = unit_rows(spec, data, unit_dir, arm, proto, seed)
-                    secs = round(time.time() - u0, 1)
-                    state["units"][key] = {"rows": rows, "seconds": secs}
-                    store.write_json(out / "simulation_state.json", state, schema=STATE_SCHEMA)
+                    key, rows, secs = _do_unit(spec, seed, proto, arm, log)
+                    record(key, rows, secs)
                     finished_now += 1
-                    left = total - done - 1
-                    mean = statistics.mean(u["seconds"] for u in state["units"].values())
-                    log(f"[{done + 1}/{total}] {key} done in {secs:.0f} s: " + ", ".join(
-                        f"{r[f'labelled_{spec.budget_unit}']}->{_num(r['test_map50_95'])}" for r in rows)
-                        + (f"; {left} arms left, about {left * mean / 60:.0f} min at the mean arm time so far"
-                           if left else ""))
         wall = time.time() - t0
         return write_results(spec, state, wall, say=log, plot=plot_curves)
     finally:
         lock.release()
+
+
+def _do_unit(spec: SimSpec, seed: int, proto: str, arm: str, log: Callable[[str], None]) -> tuple[str, list, float]:
+    """One arm of one seed and protocol: its loop (training the seed's shared baseline first when it is the seed's
+    first arm), then its rows. Returns (key, rows, seconds)."""
+    data = spec.out / f"seed_{seed}" / "data"
+    info = prepare_seed_data(spec, seed, data)
+    baseline = spec.out / f"seed_{seed}" / "baseline.pt"
+    key = f"{seed}/{proto}/{arm}"
+    log(f"seed {seed} ({info['seed_set']} seed images, pool {info['pool']}), {proto}/{arm}"
+        + ("" if baseline.is_file() else ": trains the shared baseline first"))
+    u0 = time.time()
+    unit_dir = spec.out / f"seed_{seed}" / proto / arm_folder(arm)
+    run_unit(spec, data, unit_dir, arm, proto, seed, baseline if baseline.is_file() else None, log)
+    if not baseline.is_file():
+        store.write_bytes_atomic(baseline, (unit_dir / "run" / "iterations" / "iteration_0" /
+                                            "weights" / "best.pt").read_bytes())
+    rows = unit_rows(spec, data, unit_dir, arm, proto, seed)
+    return key, rows, round(time.time() - u0, 1)
+
+
+def _seed_worker(spec: SimSpec, seed: int, units: list[tuple[str, str]], t0: float) -> list[tuple[str, list, float]]:
+    """--jobs > 1: one seed's unfinished arms, in a process of their own; the parent records the results (an arm
+    whose loop finished is read, not redone, if the parent is killed before it records it)."""
+    from al.yolo.detector import prepare_offline
+
+    prepare_offline(spec.out / ".yolo_config")
+
+    def log(msg: str) -> None:
+        print(f"[SIMULATE {time.time() - t0:7.1f}s] {msg}", flush=True)
+
+    return [_do_unit(spec, seed, proto, arm, log) for proto, arm in units]
 
 
 def write_results(spec: SimSpec, state: dict, wall: float, *, say: Callable[[str], None], plot) -> dict:

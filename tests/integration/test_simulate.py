@@ -126,6 +126,17 @@ def test_a_work_folder_takes_more_arms_seeds_and_protocols(tmp_path, tiny_data):
     assert spec.unit_keys() == ["0/matched/random", "0/matched/entropy", "1/matched/random", "1/matched/entropy"]
 
 
+def test_auto_jobs_fits_the_trainings_to_the_cores(tmp_path, tiny_data):
+    from al.app.simulate import auto_jobs
+
+    # an Ultralytics training on a CPU takes cores - 1 threads
+    assert auto_jobs("cpu", 2) == 2 and auto_jobs("cpu", 1) == 1 and auto_jobs("cpu", 3) == 1
+    assert auto_jobs("cpu", 16) == 1 and auto_jobs("0", 2) == 1 and auto_jobs("0,1", 2) == 1
+    with pytest.raises(SimulationError, match=r"--jobs 0: must be 1 or more"):
+        check_spec(_spec(tiny_data, tmp_path, jobs=0))
+    assert "jobs" not in _spec(tiny_data, tmp_path, jobs=2).identity()  # results do not depend on it
+
+
 def test_cli_says_what_is_wrong_and_exits_2(tmp_path, tiny_data, capsys):
     code = cli.main(["simulate", "--data", str(_without_test(tiny_data, tmp_path)), "--out", str(tmp_path / "o"),
                      "--seeds", "0", "--seed-set", "8", "--pool", "12", "--budget", "4", "--rounds", "1"])
