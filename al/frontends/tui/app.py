@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
@@ -444,7 +445,10 @@ class LoopApp(App[int]):
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def _tick(self) -> None:
-        tl = self.query_one(StepTimeline)
+        try:
+            tl = self.query_one(StepTimeline)
+        except NoMatches:  # the timer fired while the app is closing (its widgets are gone): nothing to draw
+            return
         if tl.timeline.running() is not None:
             tl.show(self.clock())
 
