@@ -82,7 +82,8 @@ class SimSpec:
     workers: int = 0
     jobs: int = 1
     """Seeds run side by side in this many processes (an Ultralytics training on a CPU uses cores - 1 threads, one
-    on a 2-core machine, so two seeds at once take about half the time). Results do not depend on it."""
+    on a 2-core machine, so two seeds at once take about half the time). The seed sets, pools and random draws do
+    not depend on it; training on a CPU is not bit-reproducible between runs anyway (retrain noise)."""
 
     def identity(self) -> dict:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()

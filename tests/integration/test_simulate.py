@@ -134,7 +134,7 @@ def test_auto_jobs_fits_the_trainings_to_the_cores(tmp_path, tiny_data):
     assert auto_jobs("cpu", 16) == 1 and auto_jobs("0", 2) == 1 and auto_jobs("0,1", 2) == 1
     with pytest.raises(SimulationError, match=r"--jobs 0: must be 1 or more"):
         check_spec(_spec(tiny_data, tmp_path, jobs=0))
-    assert "jobs" not in _spec(tiny_data, tmp_path, jobs=2).identity()  # results do not depend on it
+    assert "jobs" not in _spec(tiny_data, tmp_path, jobs=2).identity()  # not part of the identity
 
 
 def test_cli_says_what_is_wrong_and_exits_2(tmp_path, tiny_data, capsys):
