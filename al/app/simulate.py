@@ -457,6 +457,7 @@ def summarize(rows: list[dict], spec: SimSpec, *, resamples: int = 2000) -> dict
     out: dict = {}
     for proto in spec.protocols:
         res: dict = {}
+        flat = set(flat_reference(rows, spec, proto))
         for arm in spec.arms:
             per_seed = {}
             for s in spec.seeds:
@@ -475,7 +476,7 @@ def summarize(rows: list[dict], spec: SimSpec, *, resamples: int = 2000) -> dict
                     d["random_final_map50_95"] = target
                     # random ended no better than its baseline: the seed set alone "reaches" the target, so a
                     # saving there is 1 - seed set / final labels whatever the arm did; it is left undefined
-                    d["saving_undefined"] = target <= ref_mp[0]
+                    d["saving_undefined"] = s in flat
                     for unit in ("images", "boxes"):
                         xl, ym = _curve(rows, s, proto, arm, f"labelled_{unit}")
                         rl, _ = _curve(rows, s, proto, "random", f"labelled_{unit}")
@@ -498,9 +499,7 @@ def summarize(rows: list[dict], spec: SimSpec, *, resamples: int = 2000) -> dict
         # random's saving against itself is 0 unless its curve reached its final mAP before the last round (a
         # flat, noisy end): that much of every arm's saving on the seed is the target's noise, not the selection.
         # The net saving is the paired per-seed difference to random's own.
-        for arm in spec.arms:
-            if "random" not in res:
-                break
+        for arm in spec.arms if "random" in res else ():
             ref = res["random"]["per_seed"]
             for key in ("images_saving", "boxes_saving"):
                 net = {s: d[key] - ref[s][key] for s, d in res[arm]["per_seed"].items()
@@ -527,7 +526,7 @@ def early_reference(summary: dict, protocol: str) -> dict[int, float]:
     """Seeds on which random reached its own final test mAP before its last round, with that (self-)saving: its
     curve ends flat or falls back, so its final mAP is a noisy target and every arm's saving there includes it."""
     ref = summary.get(protocol, {}).get("random", {}).get("per_seed", {})
-    return {s: d["images_saving"] for s, d in ref.items() if d.get("images_saving") and d["images_saving"] > 1e-9}
+    return {s: d["images_saving"] for s, d in ref.items() if (d.get("images_saving") or 0.0) > 1e-9}
 
 
 def flat_reference(rows: list[dict], spec: SimSpec, protocol: str) -> list[int]:
@@ -774,11 +773,9 @@ def _do_unit(spec: SimSpec, seed: int, proto: str, arm: str, log: Callable[[str]
 
 
 def _seed_worker(spec: SimSpec, seed: int, units: list[tuple[str, str]], t0: float) -> list[tuple[str, list, float]]:
-    """--jobs > 1: one seed's unfinished arms, in a process of their own; the parent records the results (an arm
-    whose loop finished is read, not redone, if the parent is killed before it records it)."""
-    from al.yolo.detector import prepare_offline
-
-    prepare_offline(spec.out / ".yolo_config")
+    """--jobs > 1: one seed's unfinished arms, in a process of their own (it inherits the parent's offline
+    Ultralytics environment, prepare_offline); the parent records the results (an arm whose loop finished is read,
+    not redone, if the parent is killed before it records it)."""
 
     def log(msg: str) -> None:
         print(f"[SIMULATE {time.time() - t0:7.1f}s] {msg}", flush=True)

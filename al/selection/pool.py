@@ -473,11 +473,11 @@ def choose(
     rel = sampling.relative_class_probs(scores.class_max[rest])
     rare = [sampling.rare_class_score(rel[j], class_counts) for j in range(len(rest))]
     per_image = float(sum(class_counts)) / labelled_images if labelled_images > 0 else 1.0
-    update = class_balance_update and len(class_counts) > 0
     sel = sampling.combined_select(unc[rest], [r[0] for r in rare], scores.embedding[rest], budget - len(picks),
                                    weights or {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2},
-                                   labelled_emb=ref_emb, class_probs=rel if update else None,
-                                   class_counts=list(class_counts) if update else None, boxes_per_image=per_image)
+                                   labelled_emb=ref_emb, class_probs=rel if class_balance_update else None,
+                                   class_counts=list(class_counts) if class_balance_update else None,
+                                   boxes_per_image=per_image)
     for s in sel:
         j = s["index"]
         i = rest[j]

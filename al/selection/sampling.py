@@ -420,7 +420,7 @@ def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float]
         raise ValueError(f"uncertainty ({n}), rare ({len(r)}) and embeddings ({len(emb)}) differ in length")
     top = u.max() if n else 0.0
     un = u / top if top > 0 else np.zeros(n)
-    update = class_probs is not None and class_counts is not None
+    update = class_probs is not None and class_counts is not None and len(class_counts) > 0
     if update:
         cp = np.asarray(class_probs, dtype=np.float64).reshape(n, -1)
         counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 0.0)
@@ -445,18 +445,17 @@ def combined_select(uncertainty, rare, emb, k: int, weights: Mapping[str, float]
         with np.errstate(invalid="ignore", divide="ignore"):
             div = np.where(np.isinf(d), 1.0, np.minimum(1.0, d / scale) if scale > 0 else (d > 0) * 1.0)
         if update:
-            weighted = cp * inverse_frequency(counts)
-            r = weighted.max(axis=1) if cp.size else np.zeros(n)
+            weighted = cp * inverse_frequency(counts)  # rare_class_score for every image at once
+            r = weighted.max(axis=1)
         score = w["uncertainty"] * un + w["diversity"] * div + w["class_balance"] * r
         score = np.where(taken, -np.inf, score)
         i = int(np.argmax(score))
-        if update:
-            counts = counts + boxes_per_image * cp[i]
         out.append({"index": i, "score": float(score[i]),
                     "components": {"uncertainty": float(un[i]), "diversity": float(div[i]),
                                    "class_balance": float(r[i])}})
-        if update and cp.size:
+        if update:
             out[-1]["rare_class"] = int(np.argmax(weighted[i]))
+            counts = counts + boxes_per_image * cp[i]
         taken[i] = True
         d = np.minimum(d, np.maximum(1.0 - x @ x[i], 0.0))
     return out
