@@ -334,7 +334,7 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="training batch size (default 16)")
     p.add_argument("--epochs-base", type=int, default=100, help="baseline epochs on the seed set (default 100)")
     p.add_argument("--epochs-round", type=int, default=10, help="chained: epochs per round (default 10)")
-    p.add_argument("--matched-steps", type=int, default=160, help="matched: training batches per point (default 160; "
+    p.add_argument("--matched-steps", type=int, default=480, help="matched: training batches per point (default 480; "
                    "0: --epochs-round epochs of the seed set)")
     p.add_argument("--lr", type=float, default=0.002, help="learning rate (default 0.002)")
     p.add_argument("--epoch-val", action="store_true", help="validate every epoch and keep the best epoch's weights "

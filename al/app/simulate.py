@@ -18,7 +18,7 @@ import random
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,7 @@ class SimSpec:
     batch: int = 16
     epochs_base: int = 100
     epochs_round: int = 10
-    matched_steps: int | None = 160
+    matched_steps: int | None = 480
     """matched: training batches per point; None: --epochs-round epochs of the seed set."""
     lr: float = 0.002
     conf: float = 0.15
@@ -721,23 +721,12 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
         todo = {seed: [(p, a) for p in spec.protocols for a in spec.arms if f"{seed}/{p}/{a}" not in state["units"]]
                 for seed in spec.seeds}
         todo = {seed: units for seed, units in todo.items() if units}
-        if spec.jobs > 1 and len(todo) > 1 and stop_after_units is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            log(f"{min(spec.jobs, len(todo))} seeds at a time (--jobs {spec.jobs})")
-            mp = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch or lock state inherited
-            with ProcessPoolExecutor(max_workers=min(spec.jobs, len(todo)), mp_context=mp) as pool:
-                futures = [pool.submit(_seed_worker, spec, seed, units, t0) for seed, units in todo.items()]
-                failed: SimulationError | None = None
-                for fut in as_completed(futures):
-                    try:
-                        for key, rows, secs in fut.result():
-                            record(key, rows, secs)
-                    except SimulationError as e:  # the other seeds finish; the failed one continues next time
-                        failed = failed or e
-                if failed is not None:
-                    raise failed
+        n_units = sum(len(u) for u in todo.values())
+        if spec.jobs > 1 and n_units > 1 and stop_after_units is None:
+            workers = min(spec.jobs, n_units)
+            log(f"{workers} arms at a time (--jobs {spec.jobs}); a seed's first arm trains its shared baseline "
+                f"before its other arms start")
+            _run_parallel(spec, todo, workers, t0, record)
         else:
             for seed, units in todo.items():
                 for proto, arm in units:
@@ -772,15 +761,71 @@ def _do_unit(spec: SimSpec, seed: int, proto: str, arm: str, log: Callable[[str]
     return key, rows, round(time.time() - u0, 1)
 
 
-def _seed_worker(spec: SimSpec, seed: int, units: list[tuple[str, str]], t0: float) -> list[tuple[str, list, float]]:
-    """--jobs > 1: one seed's unfinished arms, in a process of their own (it inherits the parent's offline
-    Ultralytics environment, prepare_offline); the parent records the results (an arm whose loop finished is read,
-    not redone, if the parent is killed before it records it)."""
+def schedule_order(todo: Mapping[int, list[tuple[str, str]]], has_baseline: Callable[[int], bool]
+                   ) -> tuple[list[tuple[int, str, str]], dict[int, list[tuple[int, str, str]]]]:
+    """--jobs > 1: (ready, waiting). ready = the arms that can start now, the baseline-makers (the first arm of each
+    seed without a baseline, which unlocks the rest of its seed) first, then the arms of seeds whose baseline
+    exists, in seed order; waiting[seed] = that seed's other arms, released when its first arm finishes."""
+    makers: list[tuple[int, str, str]] = []
+    rest: list[tuple[int, str, str]] = []
+    waiting: dict[int, list[tuple[int, str, str]]] = {}
+    for seed, units in todo.items():
+        jobs = [(seed, proto, arm) for proto, arm in units]
+        if has_baseline(seed):
+            rest.extend(jobs)
+        else:
+            makers.append(jobs[0])
+            if len(jobs) > 1:
+                waiting[seed] = jobs[1:]
+    return makers + rest, waiting
+
+
+def _run_parallel(spec: SimSpec, todo: Mapping[int, list[tuple[str, str]]], workers: int, t0: float,
+                  record: Callable[[str, list, float], None]) -> None:
+    """Arms side by side, each in a process of its own (spawned: no torch or lock state inherited; it inherits the
+    parent's offline Ultralytics environment, prepare_offline). Arms, not seeds, are the unit, so the last wave is
+    not one seed alone: a seed's first arm trains its shared baseline and its other arms start once it is there.
+    The parent records each arm as it finishes (an arm whose loop finished is read, not redone, if the parent is
+    killed before it records it). A failed arm keeps its seed's later arms waiting (unless the baseline exists);
+    every other arm finishes, then the first failure is raised: the same command continues."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ready, waiting = schedule_order(todo, lambda seed: (spec.out / f"seed_{seed}" / "baseline.pt").is_file())
+    mp = multiprocessing.get_context("spawn")
+    failed: SimulationError | None = None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp) as pool:
+        running: dict = {}
+
+        def fill() -> None:
+            while ready and len(running) < workers:
+                seed, proto, arm = ready.pop(0)
+                running[pool.submit(_unit_worker, spec, seed, proto, arm, t0)] = seed
+
+        fill()
+        while running:
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                seed = running.pop(fut)
+                try:
+                    key, rows, secs = fut.result()
+                    record(key, rows, secs)
+                except SimulationError as e:  # the other arms finish; the failed one continues next time
+                    failed = failed or e
+                if seed in waiting and (spec.out / f"seed_{seed}" / "baseline.pt").is_file():
+                    ready.extend(waiting.pop(seed))
+            fill()
+    if failed is not None:
+        raise failed
+
+
+def _unit_worker(spec: SimSpec, seed: int, proto: str, arm: str, t0: float) -> tuple[str, list, float]:
+    """--jobs > 1: one arm in a process of its own (_run_parallel)."""
 
     def log(msg: str) -> None:
         print(f"[SIMULATE {time.time() - t0:7.1f}s] {msg}", flush=True)
 
-    return [_do_unit(spec, seed, proto, arm, log) for proto, arm in units]
+    return _do_unit(spec, seed, proto, arm, log)
 
 
 def write_results(spec: SimSpec, state: dict, wall: float, *, say: Callable[[str], None], plot) -> dict:

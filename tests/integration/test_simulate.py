@@ -137,6 +137,19 @@ def test_auto_jobs_fits_the_trainings_to_the_cores(tmp_path, tiny_data):
     assert "jobs" not in _spec(tiny_data, tmp_path, jobs=2).identity()  # not part of the identity
 
 
+def test_parallel_arms_start_the_baseline_makers_first():
+    from al.app.simulate import schedule_order
+
+    todo = {0: [("matched", "random"), ("matched", "entropy")], 1: [("matched", "random")],
+            2: [("matched", "entropy"), ("matched", "combined")]}
+    ready, waiting = schedule_order(todo, lambda seed: seed == 2)
+    # seeds 0 and 1 have no baseline: their first arms come first; seed 2's arms can all start at once
+    assert ready == [(0, "matched", "random"), (1, "matched", "random"), (2, "matched", "entropy"),
+                     (2, "matched", "combined")]
+    assert waiting == {0: [(0, "matched", "entropy")]}
+    assert schedule_order({}, lambda seed: False) == ([], {})
+
+
 def test_cli_says_what_is_wrong_and_exits_2(tmp_path, tiny_data, capsys):
     code = cli.main(["simulate", "--data", str(_without_test(tiny_data, tmp_path)), "--out", str(tmp_path / "o"),
                      "--seeds", "0", "--seed-set", "8", "--pool", "12", "--budget", "4", "--rounds", "1"])

@@ -88,16 +88,23 @@ def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
 
 
 def test_seeds_side_by_side_draw_the_same_labels(tmp_path, tiny_data):
-    # --jobs 2: two seeds in processes of their own; each seed draws and labels what a run one seed at a time does
-    spec = dict(data=tiny_data, arms=["random"], protocols=["matched"], rounds=1, budget=4, seed_set=8, pool=12,
-                imgsz=64, batch=8, epochs_base=1, epochs_round=1, matched_steps=2)
+    # --jobs 2: arms in processes of their own, a seed's second arm after its first (which trains the shared
+    # baseline); each seed draws and labels what a run one seed at a time does
+    spec = dict(data=tiny_data, arms=["random", "entropy"], protocols=["matched"], rounds=1, budget=4, seed_set=8,
+                pool=12, imgsz=64, batch=8, epochs_base=1, epochs_round=1, matched_steps=2)
     lines: list[str] = []
     par = SimSpec(**spec, out=tmp_path / "par", seeds=[0, 1], jobs=2)
     simulate(par, say=lines.append)
-    assert any("2 seeds at a time (--jobs 2)" in ln for ln in lines)
+    assert any("2 arms at a time (--jobs 2)" in ln for ln in lines)
     units = store.read_json(tmp_path / "par" / "simulation_state.json", schema=1)["units"]
-    assert set(units) == {"0/matched/random", "1/matched/random"}
-    simulate(SimSpec(**spec, out=tmp_path / "seq", seeds=[1]), say=lambda _: None)
+    assert set(units) == {"0/matched/random", "1/matched/random", "0/matched/entropy", "1/matched/entropy"}
+    done = [next(i for i, ln in enumerate(lines) if f"] {key} done in" in ln) for key in
+            ("0/matched/random", "0/matched/entropy", "1/matched/random", "1/matched/entropy")]
+    assert done[0] < done[1] and done[2] < done[3]  # the baseline-maker finished first
+    for seed in (0, 1):  # both arms start from the one shared baseline
+        r0 = [units[f"{seed}/matched/{arm}"]["rows"][0]["test_map50_95"] for arm in ("random", "entropy")]
+        assert r0[0] == pytest.approx(r0[1], abs=1e-9)
+    simulate(SimSpec(**{**spec, "arms": ["random"]}, out=tmp_path / "seq", seeds=[1]), say=lambda _: None)
     seq = store.read_json(tmp_path / "seq" / "simulation_state.json", schema=1)["units"]["1/matched/random"]
 
     def picks(rows):  # what was drawn and labelled (training itself is not bit-reproducible between processes)
