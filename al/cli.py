@@ -340,8 +340,9 @@ def build_simulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-val", action="store_true", help="validate every epoch and keep the best epoch's weights "
                    "(default: every point is the model after exactly its training budget, its last epoch)")
     p.add_argument("--device", default="cpu", help="training device: cpu, 0, ... (default cpu)")
-    p.add_argument("--jobs", type=int, default=0, help="seeds run side by side (default 0: auto, cores // (cores - 1) "
-                   "on a CPU, as an Ultralytics training takes cores - 1 threads: 2 on a 2-core machine; 1 on a GPU)")
+    p.add_argument("--jobs", type=int, default=0, help="arms run side by side, each in a process (default 0: auto, "
+                   "cores // (cores - 1) on a CPU, as an Ultralytics training takes cores - 1 threads: 2 on a 2-core "
+                   "machine; 1 on a GPU)")
     return p
 
 

@@ -225,6 +225,8 @@ class HardExamples(_Model):
     hard_negative_slots: dict[str, Count] | None = None
     """combined: the hard-negative share of the budget, {reserved, filled, given_back}; the slots without a
     candidate went to the other picks."""
+    class_difficulty: dict[str, float] | None = None
+    """combined with sampling_strategy.combined_difficulty_calibration: the weight of each class's uncertainty."""
     picks: list[Pick]
 
     def to_json(self) -> dict:

@@ -143,6 +143,10 @@ class SamplingConfig(_Strict):
     combined_class_balance_update: bool = False
     """combined: count each pick's likely classes as labelled before the next pick of the same batch, so a batch
     spreads over the rare classes instead of every pick chasing the rarest one."""
+    combined_difficulty_calibration: bool = False
+    """combined: weigh each image's uncertainty by how hard the current model finds the classes it likely holds
+    (1 - that class's AP50 on the validation split, relative to the mean over classes), so uncertain images of
+    classes the model already detects well give way to those of classes it still fails on."""
     hard_negative_share: float = Field(0.2, ge=0, le=1)
     """combined: at most this share of each iteration's picks are hard negatives (confident false positives)."""
     hard_negative_conf: float = Field(0.5, gt=0, lt=1)

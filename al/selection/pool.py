@@ -430,6 +430,7 @@ def choose(
     hard_negative_share: float = 0.0,
     class_balance_update: bool = False,
     labelled_images: int = 0,
+    class_difficulty: Sequence[float] | None = None,
     seed: int = 0,
 ) -> list[dict]:
     """The picks of one strategy, each {"image", "kind", "score", "components", "reasons", "errors"}, best first.
@@ -439,7 +440,9 @@ def choose(
     sampling.combined_select over the rest, with the labelled images and the hard negatives as the starting set of
     the diversity term; with class_balance_update, each pick's likely classes count as labelled for the next
     (sampling.combined_select's in-batch update; a pick adds the labelled set's mean boxes per image,
-    sum(class_counts) / labelled_images). `scores` rows must be `candidates`, in order.
+    sum(class_counts) / labelled_images). With class_difficulty (sampling.class_difficulty, one weight per class),
+    combined's uncertainty is calibrated by it first (sampling.calibrate_uncertainty). `scores` rows must be
+    `candidates`, in order.
     """
     if budget <= 0 or not candidates:
         return []
@@ -465,6 +468,9 @@ def choose(
         picks = [hard_negative_pick(img, fps, names) for img, fps in ranked[:n_hn]]
     taken = {p["image"] for p in picks}
     rest = [i for i, img in enumerate(scores.images) if img not in taken]
+    raw_unc = unc
+    if class_difficulty is not None:
+        unc = sampling.calibrate_uncertainty(unc, scores.class_max, class_difficulty)
     ref = [labelled_emb] if labelled_emb is not None and len(labelled_emb) else []
     ref += [scores.embedding[[i for i, img in enumerate(scores.images) if img in taken]]] if taken else []
     ref_emb = np.concatenate(ref) if ref else None
@@ -487,8 +493,10 @@ def choose(
             rscore, rc = comp["class_balance"], s["rare_class"]
         p_c = float(scores.class_max[i][rc]) if rc >= 0 else 0.0
         r_c = float(rel[j][rc]) if rc >= 0 else 0.0
-        reasons = [uncertainty_reason(float(unc[i]), measure, top_k) + f", {comp['uncertainty']:.2f} of the pool's "
-                   f"highest",
+        calibrated = (f", x class difficulty {unc[i] / raw_unc[i]:.2f}" if class_difficulty is not None
+                      and raw_unc[i] > 0 else "")
+        reasons = [uncertainty_reason(float(raw_unc[i]), measure, top_k) + calibrated
+                   + f", {comp['uncertainty']:.2f} of the pool's highest",
                    f"diversity {comp['diversity']:.2f} (backbone-embedding distance to the nearest labelled or "
                    f"already-picked image; 1.00 = at least as far as a typical pool image is from the labelled set)",
                    f"class balance {rscore:.2f}: may hold '{_label(names, rc)}' (p {p_c:.2f}, {r_c:.2f} of the "
@@ -496,7 +504,7 @@ def choose(
                    f"{rscore / r_c if r_c > 0 else 0.0:.2f}"
                    + (", counts updated within the batch)" if "rare_class" in s else ")")]
         picks.append({"image": scores.images[i], "kind": "uncertain", "score": s["score"],
-                      "components": {**comp, "raw_uncertainty": float(unc[i])}, "reasons": reasons,
+                      "components": {**comp, "raw_uncertainty": float(raw_unc[i])}, "reasons": reasons,
                       "errors": []})
     return picks
 

@@ -355,6 +355,37 @@ def relative_class_probs(class_max) -> np.ndarray:
     return np.divide(p, top, out=np.zeros_like(p), where=top > 0)
 
 
+def class_difficulty(ap50: Sequence[float | None]) -> np.ndarray:
+    """Per class: (1 - AP50) / mean over classes of (1 - AP50), the weight difficulty calibration gives the
+    uncertainty of images that likely hold the class (mean 1.0; a class the model fails on entirely weighs most). A
+    class with no AP (no validation instance: None) counts as the hardest measured one; with no AP at all, or every
+    class at AP50 1.0, every weight is 1.0."""
+    vals = [None if a is None else min(max(float(a), 0.0), 1.0) for a in ap50]
+    known = [1.0 - a for a in vals if a is not None]
+    if not vals:
+        return np.zeros(0)
+    if not known:
+        return np.ones(len(vals))
+    hardest = max(known)
+    d = np.array([hardest if a is None else 1.0 - a for a in vals], dtype=np.float64)
+    mean = float(d.mean())
+    return d / mean if mean > 0 else np.ones(len(vals))
+
+
+def calibrate_uncertainty(uncertainty, class_max, difficulty) -> np.ndarray:
+    """Each image's uncertainty x the difficulty of the classes it likely holds: sum_c q_c x difficulty_c, with q
+    the image's per-class highest probability (class_max) normalised to sum 1 (an image with no class score keeps its
+    uncertainty: weight 1.0)."""
+    u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+    p = np.asarray(class_max, dtype=np.float64).reshape(len(u), -1) if len(u) else np.zeros((0, len(difficulty)))
+    w = np.asarray(difficulty, dtype=np.float64).reshape(-1)
+    if p.shape[1] != w.size:
+        raise ValueError(f"{p.shape[1]} class probabilities per image but {w.size} class difficulties")
+    total = p.sum(axis=1)
+    weight = np.where(total > 0, (p @ w) / np.where(total > 0, total, 1.0), 1.0)
+    return u * weight
+
+
 def normalize_rows(x) -> np.ndarray:
     """L2-normalise each row (zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float64)

@@ -226,17 +226,41 @@ def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[l
                                         f"(sampling_strategy.hard_negative_share {sc.hard_negative_share}), "
                                         f"{len(hn)} candidates: {slots['given_back']} slots given back to the other "
                                         f"picks"))
+            difficulty = None
+            if sc.strategy == "combined" and sc.combined_difficulty_calibration:
+                difficulty = _class_difficulty(ctx, names)
+                info["class_difficulty"] = {n: round(float(d), 4) for n, d in zip(names, difficulty)}
             picks = pool.choose(sc.strategy, candidates, budget, scores=scores, labelled_emb=labelled_emb,
                                 class_counts=counts, names=names, measure=sc.uncertainty_measure,
                                 top_k=sc.uncertainty_top_k, weights=sc.combined_weights(), hard_negatives=hn,
                                 hard_negative_share=sc.hard_negative_share,
                                 class_balance_update=sc.combined_class_balance_update,
-                                labelled_images=len(set(splits["train"])), seed=seed)
+                                labelled_images=len(set(splits["train"])), class_difficulty=difficulty,
+                                seed=seed)
         if cfg.dataset.mining_source == "pool":
             store.write_json(paths.pool_predictions(k), {"iteration": k, "names": names,
                                                          "images": _pool_records(ctx, picks, scores)})
         unit = "pool images" if cfg.dataset.mining_source == "pool" else "validation images"
         return picks, len(candidates), unit, info
+
+
+def _class_difficulty(ctx: StepContext, names: list[str]) -> list[float]:
+    """sampling_strategy.combined_difficulty_calibration: the per-class weights from this iteration's validation
+    (AP50 per class on the validation split, never the test split); a class without an AP there counts as the
+    hardest measured one (sampling.class_difficulty), and the step says which."""
+    val = artifacts.load_validation(ctx.env.paths, ctx.iteration)
+    ap = val.per_class_ap
+    missing = [n for n in names if n not in ap]
+    if missing:
+        ctx.ui.emit(Message(f"[EXTRACT] class difficulty: no validation AP for {', '.join(missing)} (no instance in "
+                            f"the {val.split} split"
+                            + (", or a validation.json written before per-class AP" if len(missing) == len(names)
+                               else "")
+                            + "): counted as the hardest measured class"))
+    weights = sampling.class_difficulty([ap[n].ap50 if n in ap else None for n in names])
+    ctx.ui.emit(Message("[EXTRACT] class difficulty (1 - validation AP50, relative to the mean): "
+                        + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights))))
+    return [float(w) for w in weights]
 
 
 def _strategy_weights(ctx: StepContext) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from al.app.api import open_run
 from al.app.api import run_loop as run
-from al.core import store
+from al.core import artifacts, store
 from al.core.config import ConfigError, SamplingConfig, load_config
 from al.core.context import Listeners
 from al.core.events import Message, Progress
@@ -98,6 +98,32 @@ def test_combined_class_balance_update_is_said_in_the_reasons():
     assert SamplingConfig().combined_class_balance_update is False
 
 
+def test_class_difficulty_weighs_uncertainty_by_what_the_model_still_fails_on():
+    # 1 - AP50: 0.5, 0.8, and the class without an AP counts as the hardest measured (0.8); mean 0.7
+    assert sampling.class_difficulty([0.5, 0.2, None]) == pytest.approx([0.5 / 0.7, 0.8 / 0.7, 0.8 / 0.7])
+    assert list(sampling.class_difficulty([None, None])) == [1.0, 1.0]
+    assert list(sampling.class_difficulty([1.0, 1.0])) == [1.0, 1.0]
+    assert sampling.class_difficulty([]).size == 0
+    # an image's weight is its class scores' mix of the difficulties; no class score: unchanged
+    got = sampling.calibrate_uncertainty([0.5, 0.5, 0.4], [[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]], [0.5, 1.5])
+    assert got == pytest.approx([0.25, 0.5, 0.4])
+    with pytest.raises(ValueError, match="2 class probabilities per image but 3 class difficulties"):
+        sampling.calibrate_uncertainty([0.5], [[1.0, 0.0]], [1.0, 1.0, 1.0])
+
+    s = fake_scores()
+    kw = dict(scores=s, class_counts=[10, 10, 10], names=NAMES,
+              weights={"uncertainty": 1.0, "diversity": 0.0, "class_balance": 0.0})
+    plain = pool.choose("combined", s.images, 1, **kw)
+    assert plain[0]["image"] == "/p/img0.jpg"  # the most uncertain, a 'zero'
+    # 'zero' is detected well, 'two' not at all: the uncertain 'zero' images give way to the one likely 'two'
+    cal = pool.choose("combined", s.images, 1, class_difficulty=list(sampling.class_difficulty([0.9, 0.5, 0.0])),
+                      **kw)
+    assert cal[0]["image"] == "/p/img5.jpg"
+    assert cal[0]["components"]["raw_uncertainty"] == pytest.approx(0.3)
+    assert "x class difficulty" in cal[0]["reasons"][0] and "x class difficulty" not in plain[0]["reasons"][0]
+    assert SamplingConfig().combined_difficulty_calibration is False
+
+
 def test_sampling_config_keys_and_defaults(tmp_path, tiny_data):
     sc = SamplingConfig()
     assert sc.strategy == "combined" and sc.uncertainty_measure == "entropy"
@@ -148,6 +174,25 @@ def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
     again = store.read_json(p.hard_examples(0))
     assert again["scan"]["cached"] == 40
     assert [pk["image"] for pk in again["picks"]] == [pk["image"] for pk in hard["picks"]]
+
+
+def test_extract_calibrates_by_the_validation_ap_when_asked(tmp_path, tiny_data):
+    cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool",
+                                  sampling_strategy={"combined_difficulty_calibration": True}))
+    bus = Listeners()
+    events = []
+    bus.subscribe(events.append)
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, ui=bus)
+    assert run(ctx) == 0
+    p = RunPaths(cfg.run_dir)
+    hard = store.read_json(p.hard_examples(0))
+    names = dataset.read_data_yaml(tiny_data).names
+    per_class = artifacts.load_validation(p, 0).per_class_ap
+    ap = {n: per_class[n].ap50 if n in per_class else None for n in names}
+    want = sampling.class_difficulty([ap[n] for n in names])
+    assert hard["class_difficulty"] == {n: pytest.approx(round(float(w), 4)) for n, w in zip(names, want)}
+    assert any(isinstance(e, Message) and e.text.startswith("[EXTRACT] class difficulty (1 - validation AP50")
+               for e in events)
 
 
 def test_pool_images_are_excluded_by_content_not_by_name(tmp_path, tiny_data):
