@@ -129,7 +129,7 @@ def test_sampling_config_keys_and_defaults(tmp_path, tiny_data):
     assert sc.strategy == "combined" and sc.uncertainty_measure == "entropy"
     assert sc.weights() == {"class_balance_weight": 0.3, "size_diversity_weight": 0.3,
                             "spatial_diversity_weight": 0.2, "uncertainty_weight": 0.2}
-    assert sc.combined_weights() == {"uncertainty": 0.5, "diversity": 0.3, "class_balance": 0.2}
+    assert sc.combined_weights() == {"uncertainty": 0.5, "diversity": 0.0, "class_balance": 0.2}
     with pytest.raises(ConfigError, match="sampling_strategy.strategy"):
         load_config(make_config(tmp_path, tiny_data, sampling_strategy={"strategy": "smart"}))
     zero = {"combined_uncertainty_weight": 0, "combined_diversity_weight": 0, "combined_class_balance_weight": 0}
