@@ -647,12 +647,18 @@ def markdown(summary: dict, spec: SimSpec, wall: float, timings: dict, flat: dic
                          (d["stats"].get("images_saving_net", {}), d["stats"].get("boxes_saving_net", {}))
                          if b] or ["n/a", "n/a"]
                 lines.append(f"| {arm} | {cells[0]} | {cells[-1]} |")
-    goal = goal_check(summary, flat=flat)
-    if goal is not None:
+    for goal in goal_checks(summary, flat).values():
         lines += [f"\n## Goal (issue 13): {goal['arm']}, {goal['protocol']} protocol: "
                   f"{'MET' if goal['met'] else 'NOT MET'}\n"]
         lines += [f"- {'yes' if ok else 'no'}: {what}" for what, ok in goal["checks"].items()]
     return "\n".join(lines) + "\n"
+
+
+def goal_checks(summary: dict, flat: dict | None = None, protocol: str = "matched") -> dict[str, dict]:
+    """goal_check of `combined` and of every ablation arm of it (`combined@...`), by arm, in the summary's order."""
+    arms = [a for a in summary.get(protocol, {}) if a == "combined" or a.startswith("combined@")]
+    out = {a: goal_check(summary, arm=a, protocol=protocol, flat=flat) for a in arms}
+    return {a: g for a, g in out.items() if g is not None}
 
 
 # ------------------------------------------------------------------------------------------------- the driver
@@ -844,7 +850,8 @@ def write_results(spec: SimSpec, state: dict, wall: float, *, say: Callable[[str
     flat = {proto: flat_reference(rows, spec, proto) for proto in spec.protocols}
     store.write_json(out / "simulation_summary.json",
                      {"settings": spec.settings(), "wall_seconds_this_call": round(wall, 1), "arm_seconds": timings,
-                      "protocols": summary, "goal": goal_check(summary, flat=flat), "machine": machine(),
+                      "protocols": summary, "goal": goal_check(summary, flat=flat),
+                      "goals": goal_checks(summary, flat), "machine": machine(),
                       "flat_reference_seeds": flat})
     md = markdown(summary, spec, wall, timings, flat)
     store.write_text_atomic(out / "simulation.md", md)

@@ -221,6 +221,14 @@ def test_goal_check_reads_the_savings_and_the_paired_auc():
     assert goal_check({"chained": {"combined": arm(0.5, 0.1, 0.5, 0.1, 0.1)}}) is None
     flat = goal_check({"matched": {"combined": arm(0.45, 0.1, 0.3, 0.05, 0.001)}}, flat={"matched": [3]})
     assert flat is not None and not flat["met"] and sum(not ok for ok in flat["checks"].values()) == 1
+    # every combined arm of an ablation gets its own check, in the summary's order; other arms none
+    from al.app.simulate import goal_checks
+
+    both = goal_checks({"matched": {"entropy": arm(0.5, 0.1, 0.5, 0.1, 0.1),
+                                    "combined": arm(0.39, 0.1, 0.3, 0.05, 0.001),
+                                    "combined@combined_diversity_weight=0": arm(0.45, 0.1, 0.3, 0.05, 0.001)}})
+    assert list(both) == ["combined", "combined@combined_diversity_weight=0"]
+    assert [g["met"] for g in both.values()] == [False, True]
     # random reached its own final early on some seed: the savings net of it must clear the bars too
     for net, ok in (((0.41, 0.05, 0.26, 0.01), True), ((0.2, 0.05, 0.26, 0.01), False),
                     ((0.41, 0.05, 0.26, -0.01), False)):
