@@ -752,12 +752,17 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
         lock.release()
 
 
+def _baseline(spec: SimSpec, seed: int) -> Path:
+    """The seed's shared baseline, trained by its first arm."""
+    return spec.out / f"seed_{seed}" / "baseline.pt"
+
+
 def _do_unit(spec: SimSpec, seed: int, proto: str, arm: str, log: Callable[[str], None]) -> tuple[str, list, float]:
     """One arm of one seed and protocol: its loop (training the seed's shared baseline first when it is the seed's
     first arm), then its rows. Returns (key, rows, seconds)."""
     data = spec.out / f"seed_{seed}" / "data"
     info = prepare_seed_data(spec, seed, data)
-    baseline = spec.out / f"seed_{seed}" / "baseline.pt"
+    baseline = _baseline(spec, seed)
     key = f"{seed}/{proto}/{arm}"
     log(f"seed {seed} ({info['seed_set']} seed images, pool {info['pool']}), {proto}/{arm}"
         + ("" if baseline.is_file() else ": trains the shared baseline first"))
@@ -801,7 +806,7 @@ def _run_parallel(spec: SimSpec, todo: Mapping[int, list[tuple[str, str]]], work
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    ready, waiting = schedule_order(todo, lambda seed: (spec.out / f"seed_{seed}" / "baseline.pt").is_file())
+    ready, waiting = schedule_order(todo, lambda seed: _baseline(spec, seed).is_file())
     mp = multiprocessing.get_context("spawn")
     failed: SimulationError | None = None
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp) as pool:
@@ -822,7 +827,7 @@ def _run_parallel(spec: SimSpec, todo: Mapping[int, list[tuple[str, str]]], work
                     record(key, rows, secs)
                 except SimulationError as e:  # the other arms finish; the failed one continues next time
                     failed = failed or e
-                if seed in waiting and (spec.out / f"seed_{seed}" / "baseline.pt").is_file():
+                if seed in waiting and _baseline(spec, seed).is_file():
                     ready.extend(waiting.pop(seed))
             fill()
     if failed is not None:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from al.core import store
+from al.core.config import SamplingConfig
 from al.core.errors import UserError
 from al.data import hashing
 from al.metrics.matching import box_iou
@@ -480,7 +481,7 @@ def choose(
     rare = [sampling.rare_class_score(rel[j], class_counts) for j in range(len(rest))]
     per_image = float(sum(class_counts)) / labelled_images if labelled_images > 0 else 1.0
     sel = sampling.combined_select(unc[rest], [r[0] for r in rare], scores.embedding[rest], budget - len(picks),
-                                   weights or {"uncertainty": 0.5, "diversity": 0.0, "class_balance": 0.2},
+                                   weights or SamplingConfig().combined_weights(),
                                    labelled_emb=ref_emb, class_probs=rel if class_balance_update else None,
                                    class_counts=list(class_counts) if class_balance_update else None,
                                    boxes_per_image=per_image)

@@ -142,14 +142,19 @@ def test_sampling_config_keys_and_defaults(tmp_path, tiny_data):
             load_config(make_config(tmp_path, tiny_data, **ov))
 
 
-def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
-    cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool"))
+def _dry_pool_loop(tmp_path, tiny_data, **overrides):
+    """A dry-run loop mining the tiny data's pool: (its context, its run paths, every event it emitted)."""
+    cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool", **overrides))
     bus = Listeners()
-    events = []
+    events: list = []
     bus.subscribe(events.append)
     ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, ui=bus)
     assert run(ctx) == 0
-    p = RunPaths(cfg.run_dir)
+    return ctx, RunPaths(cfg.run_dir), events
+
+
+def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
+    ctx, p, events = _dry_pool_loop(tmp_path, tiny_data)
     hard = store.read_json(p.hard_examples(0))
     assert hard["strategy"] == "combined" and hard["source"] == "pool" and hard["candidates"] == 16
     assert hard["scan"]["images"] == 16 + 24 and hard["scan"]["cached"] == 0  # pool + labelled reference
@@ -177,14 +182,7 @@ def test_extract_on_a_pool_in_a_dry_run_loop(tmp_path, tiny_data):
 
 
 def test_extract_calibrates_by_the_validation_ap_when_asked(tmp_path, tiny_data):
-    cfg = load_config(make_config(tmp_path, tiny_data, dataset__mining_source="pool",
-                                  sampling_strategy={"combined_difficulty_calibration": True}))
-    bus = Listeners()
-    events = []
-    bus.subscribe(events.append)
-    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, ui=bus)
-    assert run(ctx) == 0
-    p = RunPaths(cfg.run_dir)
+    _, p, events = _dry_pool_loop(tmp_path, tiny_data, sampling_strategy={"combined_difficulty_calibration": True})
     hard = store.read_json(p.hard_examples(0))
     names = dataset.read_data_yaml(tiny_data).names
     per_class = artifacts.load_validation(p, 0).per_class_ap
