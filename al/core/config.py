@@ -123,11 +123,16 @@ class SamplingConfig(_Strict):
     """Prefer edge and corner cases."""
     uncertainty_weight: float = Field(0.2, ge=0)
     """Prefer low contrast / unusual aspect (visual difficulty)."""
-    strategy: Literal["random", "entropy", "fn_weighted", "combined"] = "combined"
+    strategy: Literal["random", "entropy", "most_boxes", "diversity", "fn_weighted", "combined"] = "combined"
     """How images are picked. random: uniform draw (a control). entropy: the most uncertain images, judged from the
-    detection head's class probabilities before NMS. fn_weighted: seed 004's FN score (the four weights above).
-    combined: uncertainty + diversity + class balance (the combined_* weights) plus hard negatives.
-    Left unset, it is combined for mining_source: pool and fn_weighted for mining_source: val."""
+    detection head's class probabilities before NMS. most_boxes: the images where the current model predicts the
+    most boxes at validation.conf (ties: the more uncertain, then a seeded random order), a control for a strategy
+    that wins by picking busier images. diversity: embedding coverage alone, k-center greedy (farthest first, by
+    cosine distance) on the backbone embeddings from the labelled images, no uncertainty. fn_weighted: seed 004's
+    FN score (the four weights above). combined: uncertainty + diversity + class balance (the combined_* weights)
+    plus hard negatives. All but fn_weighted work on either mining_source (pool images, or the validation split);
+    only combined takes hard negatives. Left unset, it is combined for mining_source: pool and fn_weighted for
+    mining_source: val."""
     uncertainty_measure: Literal["entropy", "margin"] = "entropy"
     """How a pre-NMS candidate's class confusion is measured: normalised entropy or 1 - (top1 - top2) margin."""
     candidate_conf: float = Field(0.05, gt=0, lt=1)

@@ -99,6 +99,26 @@ class PoolScores:
             off = z["pred_off"]
             return z["pred"][off[row]:off[row + 1]].astype(np.float64)
 
+    def box_counts(self, min_conf: float) -> np.ndarray:
+        """Per image, how many of its post-NMS detections (predictions) have conf >= min_conf; each cache file is
+        read once, not once per image."""
+        out = np.zeros(len(self.images), dtype=np.int64)
+        rows_in: dict[Path, list[tuple[int, int]]] = {}
+        for i, h in enumerate(self.hashes):
+            if h in self.in_memory:
+                out[i] = int(np.count_nonzero(self.in_memory[h][:, 1].astype(np.float64) >= min_conf))
+                continue
+            f, row = self.where[h]
+            if f is None:
+                raise KeyError(f"{self.images[i]}: its boxes are neither cached nor in memory")
+            rows_in.setdefault(f, []).append((i, row))
+        for f, rows in rows_in.items():
+            with np.load(f, allow_pickle=False) as z:
+                off, conf = z["pred_off"], z["pred"][:, 1].astype(np.float64)  # as predictions() compares them
+            for i, row in rows:
+                out[i] = int(np.count_nonzero(conf[off[row]:off[row + 1]] >= min_conf))
+        return out
+
     def subset(self, idx: Sequence[int]) -> PoolScores:
         ix = np.asarray(idx, dtype=int)
         return PoolScores(images=[self.images[i] for i in ix], hashes=[self.hashes[i] for i in ix],
@@ -415,6 +435,18 @@ def uncertainty_reason(u: float, measure: str, top_k: int) -> str:
     return f"uncertainty {u:.3f} (mean of the top {top_k} pre-NMS candidates, {measure})"
 
 
+def boxes_reason(n: int, conf: float) -> str:
+    return f"{n} box{'' if n == 1 else 'es'} predicted by the current model at conf >= {conf:g} (validation.conf)"
+
+
+def diversity_reason(d: float, labelled: bool, first: bool) -> str:
+    if first and not labelled:
+        return (f"cosine distance {d:.3f} of its backbone embedding to the pool's mean embedding (nothing labelled to "
+                f"compare with: k-center greedy starts from the image least like the pool's average)")
+    return (f"cosine distance {d:.3f} of its backbone embedding to the nearest labelled or already-picked image "
+            f"(k-center greedy: the farthest image still uncovered; 0 = a duplicate)")
+
+
 def choose(
     strategy: str,
     candidates: Sequence[str],
@@ -433,10 +465,14 @@ def choose(
     labelled_images: int = 0,
     class_difficulty: Sequence[float] | None = None,
     seed: int = 0,
+    box_conf: float = 0.25,
 ) -> list[dict]:
     """The picks of one strategy, each {"image", "kind", "score", "components", "reasons", "errors"}, best first.
 
     random: `budget` images drawn with `seed`. entropy: the most uncertain (scores.uncertainty[measure]).
+    most_boxes: the images with the most stored post-NMS boxes at conf >= box_conf (validation.conf), ties to the
+    more uncertain, then a random order drawn with `seed` (sampling.most_boxes_order). diversity: k-center greedy on
+    the backbone embeddings alone, starting from `labelled_emb` (sampling.k_center_greedy).
     combined: first up to round(hard_negative_share * budget) hard negatives (most confident FP first), then
     sampling.combined_select over the rest, with the labelled images and the hard negatives as the starting set of
     the diversity term; with class_balance_update, each pick's likely classes count as labelled for the next
@@ -459,8 +495,21 @@ def choose(
                  "components": {"uncertainty": float(unc[i])},
                  "reasons": [uncertainty_reason(float(unc[i]), measure, top_k)], "errors": []}
                 for i in sampling.top_uncertain(unc, budget)]
+    if strategy == "most_boxes":
+        boxes = scores.box_counts(box_conf)
+        return [{"image": scores.images[i], "kind": "most_boxes", "score": float(boxes[i]),
+                 "components": {"boxes": float(boxes[i]), "uncertainty": float(unc[i])},
+                 "reasons": [boxes_reason(int(boxes[i]), box_conf),
+                             uncertainty_reason(float(unc[i]), measure, top_k) + ": the tie-break among images with "
+                             "as many boxes (then a seeded random order)"], "errors": []}
+                for i in sampling.most_boxes_order(boxes, unc, budget, seed)]
+    if strategy == "diversity":
+        labelled = labelled_emb is not None and len(labelled_emb) > 0
+        return [{"image": scores.images[i], "kind": "diversity", "score": d, "components": {"diversity": d},
+                 "reasons": [diversity_reason(d, labelled, rank == 0)], "errors": []}
+                for rank, (i, d) in enumerate(sampling.k_center_greedy(scores.embedding, budget, labelled_emb))]
     if strategy != "combined":
-        raise ValueError(f"strategy {strategy!r} is not one of random, entropy, combined")
+        raise ValueError(f"strategy {strategy!r} is not one of random, entropy, most_boxes, diversity, combined")
     picks: list[dict] = []
     hn = hard_negatives or {}
     n_hn = reserved_share(hard_negative_share, budget, len(hn))["filled"]

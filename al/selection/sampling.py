@@ -12,6 +12,8 @@ weights (0.3, 0.3, 0.2, 0.2) it lies in [0, 1]. Records follow docs/DESIGN.md (e
 
 Pool strategies (entropy, combined; the second half of this module) score images from the detection head's class
 probabilities *before* NMS, so boxes that NMS suppresses still count, and from backbone embeddings (diversity).
+Two baselines isolate single ingredients: most_boxes ranks by the number of boxes the model predicts (the control
+for a strategy that wins by picking busier images), diversity is k-center greedy on the embeddings alone.
 """
 
 from __future__ import annotations
@@ -497,3 +499,49 @@ def top_uncertain(uncertainty, k: int) -> list[int]:
     u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
     order = np.lexsort((np.arange(len(u)), -u))
     return [int(i) for i in order[:max(k, 0)]]
+
+
+def most_boxes_order(boxes, uncertainty, k: int, seed: int) -> list[int]:
+    """Indices of the k images with the most predicted boxes, busiest first; ties go to the more uncertain image,
+    then to a random order drawn with `seed` (the same candidates in the same order and seed give the same picks)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1)
+    u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+    if len(u) != len(b):
+        raise ValueError(f"box counts ({len(b)}) and uncertainties ({len(u)}) differ in length")
+    tie = np.random.default_rng(seed).permutation(len(b))
+    order = np.lexsort((tie, -u, -b))  # the last key sorts first
+    return [int(i) for i in order[:max(k, 0)]]
+
+
+KCENTER_CHUNK = 32
+"""Labelled embeddings compared at once when k-center greedy starts: bounds the temporary to n x 32 distances."""
+
+
+def k_center_greedy(emb, k: int, labelled_emb=None) -> list[tuple[int, float]]:
+    """Farthest-first traversal: each pick is the image whose cosine distance (1 - cos of the L2-normalised
+    embeddings, in [0, 2]) to its nearest labelled or already-picked image is largest. Returns up to k
+    (index, that distance at the time of the pick), in pick order; ties go to the lower index, so an exact
+    duplicate of a pick (distance 0) comes after every image that is not one.
+
+    With no labelled embeddings the first pick is the image farthest from the candidates' mean direction, and
+    its distance is to that mean. Memory is O(n): one running min-distance vector, never an n x n matrix; each
+    pick costs one n x dims product."""
+    n = len(emb)
+    if n == 0 or k <= 0:
+        return []
+    x = normalize_rows(np.asarray(emb).reshape(n, -1))
+    ref = normalize_rows(labelled_emb) if labelled_emb is not None and len(labelled_emb) else None
+    if ref is None:
+        centre = normalize_rows(x.mean(axis=0, keepdims=True))[0]
+        d = np.maximum(1.0 - x @ centre, 0.0)
+    else:
+        d = _min_cos_dist(x, ref, chunk=KCENTER_CHUNK)
+    out: list[tuple[int, float]] = []
+    for _ in range(min(k, n)):
+        i = int(np.argmax(d))  # picked images hold -1, below any distance
+        out.append((i, float(d[i])))
+        if ref is None and len(out) == 1:
+            d = np.full(n, np.inf)  # the mean was only the start: from here on, distances to picks
+        d = np.minimum(d, np.maximum(1.0 - x @ x[i], 0.0))
+        d[i] = -1.0
+    return out

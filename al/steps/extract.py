@@ -1,7 +1,8 @@
 """Step 4: pick the images to label next with the configured strategy (sampling_strategy.strategy).
 
-fn_weighted scores seed 004's FN records (val) or post-NMS pool boxes; random, entropy and combined score the
-candidate images (pool images, or the validation split) with one cached, streamed predict pass (al.selection.pool).
+fn_weighted scores seed 004's FN records (val) or post-NMS pool boxes; random, entropy, most_boxes, diversity and
+combined score the candidate images (pool images, or the validation split) with one cached, streamed predict pass
+(al.selection.pool; random needs none).
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[l
         if sc.strategy == "random":
             picks = pool.choose("random", candidates, budget, seed=seed)
         else:
-            ref = pool.labelled_reference(splits["train"], cfg.training.seed) if sc.strategy == "combined" else []
+            # the strategies with a diversity term start k-center greedy from the labelled images' embeddings
+            ref = (pool.labelled_reference(splits["train"], cfg.training.seed)
+                   if sc.strategy in ("combined", "diversity") else [])
             settings = scan_settings(ctx)
             weights = paths.best(k)
             try:
@@ -236,7 +239,7 @@ def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[l
                                 hard_negative_share=sc.hard_negative_share,
                                 class_balance_update=sc.combined_class_balance_update,
                                 labelled_images=len(set(splits["train"])), class_difficulty=difficulty,
-                                seed=seed)
+                                seed=seed, box_conf=cfg.validation.conf)
         if cfg.dataset.mining_source == "pool":
             store.write_json(paths.pool_predictions(k), {"iteration": k, "names": names,
                                                          "images": _pool_records(ctx, picks, scores)})

@@ -1,9 +1,11 @@
-"""Strategies by config: random / entropy / combined picks with their reasons, and extract on a pool in a dry run."""
+"""Strategies by config: random / entropy / most_boxes / diversity / combined picks with their reasons, and extract
+on a pool in a dry run."""
 
 from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from al.core.paths import RunPaths
 from al.data import dataset
 from al.selection import pool, sampling
 from al.steps import extract
+from al.steps.review import within_box_budget
 from tests.conftest import make_config, step_context
 
 NAMES = ["zero", "one", "two"]
@@ -51,6 +54,73 @@ def test_entropy_takes_the_most_uncertain_even_if_identical():
     assert picks[0]["reasons"] == ["uncertainty 0.900 (mean of the top 10 pre-NMS candidates, entropy)"]
     assert [p["image"] for p in pool.choose("entropy", s.images, 1, scores=s, measure="margin", top_k=3)] == \
         ["/p/img0.jpg"]
+
+
+def with_boxes(s: pool.PoolScores, confs: list[list[float]]) -> pool.PoolScores:
+    """`s` with in-memory post-NMS boxes: image i gets one box per confidence in confs[i]."""
+    for h, cs in zip(s.hashes, confs):
+        s.in_memory[h] = np.array([[0, c, 10, 10, 20, 20] for c in cs], dtype=np.float32).reshape(-1, 6)
+    return s
+
+
+BOX_CONFS = [[0.9, 0.2], [0.3, 0.3, 0.26], [0.25, 0.6, 0.1], [], [0.5, 0.5, 0.5], [0.24]]
+"""At validation.conf 0.25 (a box at exactly 0.25 counts): 1, 3, 2, 0, 3, 0 boxes."""
+
+
+def test_most_boxes_takes_the_busiest_images_ties_by_uncertainty():
+    s = with_boxes(fake_scores(), BOX_CONFS)  # uncertainty 0.9, 0.89, 0.6, 0.1, 0.2, 0.3
+    assert list(s.box_counts(0.25)) == [1, 3, 2, 0, 3, 0]
+    picks = pool.choose("most_boxes", s.images, 6, scores=s, box_conf=0.25, seed=3)
+    # 1 and 4 have 3 boxes each, 1 is the more uncertain; 5 and 3 have none, 5 is the more uncertain
+    assert [p["image"] for p in picks] == [f"/p/img{i}.jpg" for i in (1, 4, 2, 0, 5, 3)]
+    assert picks[0]["kind"] == "most_boxes" and picks[0]["score"] == 3.0
+    assert picks[0]["components"] == {"boxes": 3.0, "uncertainty": pytest.approx(0.89)}
+    assert picks[0]["reasons"] == [
+        "3 boxes predicted by the current model at conf >= 0.25 (validation.conf)",
+        "uncertainty 0.890 (mean of the top 10 pre-NMS candidates, entropy): the tie-break among images with as "
+        "many boxes (then a seeded random order)"]
+    assert picks[3]["reasons"][0] == "1 box predicted by the current model at conf >= 0.25 (validation.conf)"
+    assert picks[0]["errors"] == []
+    # the budget, and the threshold: at 0.5 only 4 (3 boxes), then 0 and 2 (1 each, 0 the more uncertain)
+    top = pool.choose("most_boxes", s.images, 3, scores=s, box_conf=0.5)
+    assert [p["image"] for p in top] == [f"/p/img{i}.jpg" for i in (4, 0, 2)]
+    assert "at conf >= 0.5 (validation.conf)" in top[0]["reasons"][0]
+
+
+def test_box_counts_read_each_cache_file_once_and_match_the_stored_predictions(tmp_path):
+    rows = [{"hash": f"h{i}", "width": 100, "height": 100, "entropy": 0.1, "margin": 0.1,
+             "class_max": np.zeros(3), "embedding": np.ones(2),
+             "pred": np.array([[0, c, 1, 1, 5, 5] for c in cs]).reshape(-1, 6)} for i, cs in enumerate(BOX_CONFS)]
+    f = tmp_path / "chunk.npz"
+    f.write_bytes(pool.chunk_bytes(rows))
+    s = fake_scores()
+    s.hashes = [r["hash"] for r in rows]
+    s.where = {r["hash"]: (f, i) for i, r in enumerate(rows)}
+    want = [int((s.predictions(i)[:, 1] >= 0.25).sum()) for i in range(6)]
+    assert list(s.box_counts(0.25)) == want == [1, 3, 2, 0, 3, 0]
+    s.where["h0"] = (None, 0)
+    with pytest.raises(KeyError, match="neither cached nor in memory"):
+        s.box_counts(0.25)
+
+
+def test_diversity_covers_the_embeddings_from_the_labelled_set():
+    s = fake_scores()  # embeddings at 0, 0.5, 90, 30, 60, 45 degrees; img0 and img1 are the same frame
+    labelled = np.array([[1.0, 0.0]])  # 0 degrees
+    picks = pool.choose("diversity", s.images, 3, scores=s, labelled_emb=labelled)
+    # farthest from 0 deg: 90 (img2); then from {0, 90}: 45 (img5); uncertainty plays no part (img0 is the most
+    # uncertain and a labelled image's twin)
+    assert [p["image"] for p in picks[:2]] == ["/p/img2.jpg", "/p/img5.jpg"]
+    assert len({p["image"] for p in picks}) == 3 and "/p/img0.jpg" not in {p["image"] for p in picks}
+    assert picks[0]["kind"] == "diversity" and picks[0]["score"] == pytest.approx(1.0)
+    assert picks[0]["components"] == {"diversity": pytest.approx(1.0)}
+    assert picks[1]["reasons"] == [
+        f"cosine distance {1 - math.cos(math.radians(45)):.3f} of its backbone embedding to the nearest labelled or "
+        f"already-picked image (k-center greedy: the farthest image still uncovered; 0 = a duplicate)"]
+    alone = pool.choose("diversity", s.images, 2, scores=s)  # nothing labelled: the start is the least typical
+    assert "to the pool's mean embedding (nothing labelled" in alone[0]["reasons"][0]
+    assert "nearest labelled or already-picked" in alone[1]["reasons"][0]
+    with pytest.raises(ValueError, match="not one of random, entropy, most_boxes, diversity, combined"):
+        pool.choose("smart", s.images, 2, scores=s)
 
 
 def test_combined_spreads_prefers_rare_classes_and_reserves_hard_negatives():
@@ -191,6 +261,58 @@ def test_extract_calibrates_by_the_validation_ap_when_asked(tmp_path, tiny_data)
     assert hard["class_difficulty"] == {n: pytest.approx(round(float(w), 4)) for n, w in zip(names, want)}
     assert any(isinstance(e, Message) and e.text.startswith("[EXTRACT] class difficulty (1 - validation AP50")
                for e in events)
+
+
+@pytest.mark.parametrize("strategy", ["most_boxes", "diversity"])
+def test_baselines_mine_the_pool_in_a_dry_run_loop_within_a_box_budget(tmp_path, tiny_data, strategy):
+    ctx, p, _ = _dry_pool_loop(tmp_path, tiny_data, sampling_strategy={"strategy": strategy},
+                               active_learning__max_boxes_per_iteration=4)
+    hard = store.read_json(p.hard_examples(0))
+    assert hard["strategy"] == strategy and hard["source"] == "pool" and hard["candidates"] == 16
+    assert hard["scan"]["images"] == 16 + (24 if strategy == "diversity" else 0)  # diversity: + labelled reference
+    assert hard["hard_negative_candidates"] == 0 and "hard_negative_slots" not in hard
+    picks = hard["picks"]
+    assert [pk["rank"] for pk in picks] == [1, 2, 3, 4] and len({pk["image"] for pk in picks}) == 4
+    assert all(pk["kind"] == strategy and pk["reasons"] and pk["components"] for pk in picks)
+    preds = {r["image"]: r["pred"] for r in store.read_json(p.pool_predictions(0))["images"]}
+    assert set(preds) == {pk["image"] for pk in picks}
+    if strategy == "most_boxes":
+        conf = load_config(tmp_path / "al_config.yaml").validation.conf
+        for pk in picks:  # the boxes counted are the stored predictions at validation.conf
+            n = sum(1 for r in preds[pk["image"]] if r[1] >= conf)
+            assert pk["components"]["boxes"] == n and pk["reasons"][0].startswith(f"{n} box")
+        keys = [(pk["components"]["boxes"], pk["components"]["uncertainty"]) for pk in picks]
+        assert keys == sorted(keys, reverse=True)
+        # the whole pool ranked from the scan's cache, with the iteration's seed (training.seed * 1000 + k)
+        cands = extract._pool_images(ctx, dataset.read_snapshot(p.dataset_version(0))[1])
+        scores = pool.scan(p.best(0), cands, extract.scan_settings(ctx), p.pool_score_cache)
+        assert scores.cached == 16
+        want = pool.choose("most_boxes", cands, 4, scores=scores, box_conf=conf, seed=0)
+        assert [pk["image"] for pk in picks] == [w["image"] for w in want]
+    else:
+        dist = [pk["score"] for pk in picks]
+        assert dist == sorted(dist, reverse=True) and dist[0] > 0
+        assert all("nearest labelled or already-picked image" in pk["reasons"][0] for pk in picks)
+    # the simulated review takes the picks in rank order until the box budget is spent
+    hidden = tiny_data.parent / "pool" / "labels_hidden"
+    gt = [sum(1 for ln in (hidden / f"{Path(pk['image']).stem}.txt").read_text().splitlines() if ln.strip())
+          for pk in picks]
+    review = store.read_json(p.review(0))
+    assert review["box_budget"] == 4 and review["picks"] == within_box_budget(gt, 4)
+    assert review["added_boxes"] == sum(gt[:review["picks"]])
+
+
+@pytest.mark.parametrize("strategy", ["most_boxes", "diversity"])
+def test_baselines_mine_the_validation_split_when_asked(tmp_path, tiny_data, strategy):
+    """Like entropy and combined, they rank the validation split's images with mining_source val."""
+    cfg = load_config(make_config(tmp_path, tiny_data, sampling_strategy={"strategy": strategy}))
+    assert cfg.dataset.mining_source == "val" and cfg.sampling_strategy.strategy == strategy
+    ctx = open_run(cfg, resume=False, start_iteration=None, dry_run=True, auto=False, ui=Listeners())
+    assert run(ctx) == 0
+    hard = store.read_json(RunPaths(cfg.run_dir).hard_examples(0))
+    val = set(dataset.read_data_yaml(tiny_data).splits["val"])
+    assert hard["strategy"] == strategy and hard["source"] == "val" and len(hard["picks"]) == 4
+    assert {pk["image"] for pk in hard["picks"]} <= val
 
 
 def test_pool_images_are_excluded_by_content_not_by_name(tmp_path, tiny_data):

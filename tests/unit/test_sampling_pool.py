@@ -1,6 +1,9 @@
-"""Pool scoring maths (pure numpy): uncertainty before NMS, class balance, k-center greedy, the combined batch."""
+"""Pool scoring maths (pure numpy): uncertainty before NMS, class balance, k-center greedy, the combined batch, the
+most_boxes and diversity baselines."""
 
 import math
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from al.selection.sampling import (
     combined_select,
     image_uncertainty,
     inverse_frequency,
+    k_center_greedy,
+    most_boxes_order,
     rare_class_score,
     relative_class_probs,
     top_uncertain,
@@ -167,3 +172,66 @@ def test_combined_weights_are_checked():
 def test_top_uncertain_ties_go_to_lower_index():
     assert top_uncertain([0.2, 0.5, 0.5, 0.9], 3) == [3, 1, 2]
     assert top_uncertain([0.1], 0) == []
+
+
+def test_most_boxes_ranks_by_box_count_then_uncertainty_then_a_seeded_order():
+    boxes = [2, 5, 5, 0, 5, 2]
+    unc = [0.1, 0.3, 0.7, 0.9, 0.3, 0.1]
+    # 5 boxes: 2 (most uncertain) first, then 1 and 4 (tied at 0.3) in the seed's order; 2 boxes: 0 and 5 (tied at
+    # 0.1) likewise; 3 last whatever its uncertainty
+    assert most_boxes_order(boxes, unc, 6, seed=0) == [2, 4, 1, 5, 0, 3]
+    assert most_boxes_order(boxes, unc, 6, seed=4) == [2, 1, 4, 0, 5, 3]
+    assert most_boxes_order(boxes, unc, 6, seed=0) == most_boxes_order(boxes, unc, 6, seed=0)
+    for seed in range(20):  # the seed only orders the ties
+        order = most_boxes_order(boxes, unc, 6, seed)
+        assert order[0] == 2 and set(order[1:3]) == {1, 4} and set(order[3:5]) == {0, 5} and order[5] == 3
+    assert most_boxes_order(boxes, unc, 2, seed=0) == [2, 4]
+    assert most_boxes_order([], [], 3, seed=0) == [] and most_boxes_order([1], [0.5], 0, seed=0) == []
+    with pytest.raises(ValueError, match="differ in length"):
+        most_boxes_order([1, 2], [0.5], 1, seed=0)
+
+
+def test_k_center_greedy_goes_farthest_first_from_the_labelled_set():
+    # labelled: 0 deg. Pool: 0: 10 deg, 1: 90, 2: 180, 3: 165, 4: 90 (a duplicate of 1), 5: 45
+    emb = [unit(a) for a in (10, 90, 180, 165, 90, 45)]
+    sel = k_center_greedy(emb, 6, labelled_emb=[unit(0)])
+    # 2 is farthest from the labelled image; 3 is next farthest from it but close to 2, so the second pick is the
+    # farthest from labelled + {2}: 1 and its duplicate 4 tie at distance 1, the lower index wins; 4 then sits at
+    # distance 0 and comes last
+    assert [i for i, _ in sel] == [2, 1, 5, 3, 0, 4]
+    cos = [math.cos(math.radians(a)) for a in (180, 90, 45, 15, 10)]
+    assert [d for _, d in sel] == pytest.approx([1 - c for c in cos] + [0.0], abs=1e-12)
+    assert k_center_greedy(emb, 2, labelled_emb=[unit(0)]) == sel[:2]
+    # another labelled set changes the start: with 180 deg labelled, 0 (10 deg) is the farthest
+    assert k_center_greedy(emb, 1, labelled_emb=[unit(180)])[0][0] == 0
+
+
+def test_k_center_greedy_without_labelled_images_starts_farthest_from_the_mean():
+    # the mean direction is about 22 deg: 90 deg is the least typical; then -5 deg is farthest from it, then 5 deg
+    sel = k_center_greedy([unit(a) for a in (0, 5, -5, 90)], 4)
+    assert [i for i, _ in sel] == [3, 2, 1, 0]
+    assert sel[1][1] == pytest.approx(1 - math.cos(math.radians(95)))
+    assert k_center_greedy(np.zeros((0, 2)), 3) == [] and k_center_greedy([unit(0)], 0) == []
+    assert k_center_greedy([unit(0), unit(90)], 5, labelled_emb=np.zeros((0, 2))) == k_center_greedy(
+        [unit(0), unit(90)], 5)
+
+
+def test_k_center_greedy_memory_grows_with_the_pool_not_its_square():
+    rng = np.random.default_rng(0)
+    n, dim = 50_000, 64
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    labelled = rng.standard_normal((256, dim)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        sel = k_center_greedy(emb, 20, labelled_emb=labelled)
+        took = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a few float64 copies of the embeddings at most: an n x n matrix would be 20 GB, even n x 256 labelled 100 MB
+    assert peak < 4 * n * dim * 8
+    assert took < 10
+    assert len({i for i, _ in sel}) == 20
+    dists = [d for _, d in sel]
+    assert dists == sorted(dists, reverse=True)  # farthest first: each pick is no farther than the one before
