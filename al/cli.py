@@ -304,60 +304,81 @@ def _label_studio_login(lcfg, creds, first_start: bool) -> None:
 
 
 def build_simulate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="al-loop simulate", description="Measure how many labels each selection "
-                                "strategy saves on a fully labelled data.yaml: seed set and pool drawn from its train "
-                                "split, pool labels hidden and revealed by a simulated annotator, every arm through "
-                                "the loop from one shared baseline per seed (docs/SIMULATE.md). Resumable: run the "
-                                "same command again after a kill.")
+    p = argparse.ArgumentParser(prog="al-loop simulate", description="Measure how many labels (annotator edits, "
+                                "boxes, images) each selection strategy needs on a fully labelled data.yaml: seed "
+                                "set and pool drawn from its train split, pool labels hidden and revealed by a "
+                                "simulated annotator, every arm through the loop from one shared baseline per seed, "
+                                "against an upper bound trained on the whole pool (docs/SIMULATE.md). Resumable: run "
+                                "the same command again after a kill.")
     p.add_argument("--data", required=True, type=Path, help="a fully labelled Ultralytics data.yaml with train, val "
                    "and test splits")
     p.add_argument("--out", type=Path, default=Path("simulation"), help="work and results folder (default: "
                    "./simulation); the same --out continues an interrupted simulation")
-    p.add_argument("--arms", default="random,entropy,combined", help="strategies, comma-separated; random is the "
-                   "reference (default: random,entropy,combined)")
-    p.add_argument("--seeds", default="0,1,2,3,4", help="seeds, comma-separated: each draws its own seed set and "
-                   "pool and trains its own baseline (default: 0,1,2,3,4)")
-    p.add_argument("--protocol", default="matched,chained", help="matched (every point fine-tuned from the baseline "
-                   "with the same training batches) and/or chained (each round fine-tunes the last, as the loop does)")
+    p.add_argument("--arms", default="random,entropy,combined", help="strategies, comma-separated: random, entropy, "
+                   "combined, most_boxes, diversity; random is the reference (default: random,entropy,combined)")
+    p.add_argument("--seeds", default="0-7", help="tuning seeds (ranges allowed): each draws its own seed set and "
+                   "pool and trains its own baseline and upper bound (default: 0-7)")
+    p.add_argument("--confirm-seeds", default="", help="fresh seeds that chose nothing, reported apart: where a "
+                   "default is confirmed (e.g. 8-15; default: none)")
+    p.add_argument("--protocol", default="converged", help="converged (every point trained from the same start "
+                   "until its validation fitness stops improving; default), matched (the same training batches from "
+                   "the baseline) and/or chained (each round fine-tunes the last, as the loop does)")
     p.add_argument("--rounds", type=int, default=3, help="selection rounds per arm (default: 3)")
     p.add_argument("--budget", type=int, default=32, help="labels bought per round (default: 32)")
+    p.add_argument("--budgets", default="", help="per-round budgets instead, e.g. 16,32,64,128 (rounds that grow)")
     p.add_argument("--budget-unit", choices=("images", "boxes"), default="images",
                    help="what --budget counts: images, or boxes (picks in rank order until the boxes are spent)")
     p.add_argument("--seed-set", type=int, default=32, help="initially labelled images drawn from train (default 32)")
     p.add_argument("--pool", type=int, default=None, help="pool images drawn from the rest of train (default: 300, "
                    "or all the rest when fewer; 0 = all the rest)")
+    p.add_argument("--overlapping", action="store_true", help="draw every seed from the whole train split (default: "
+                   "disjoint blocks of it where it is large enough, so the seeds are independent samples)")
     p.add_argument("--seed-list", type=Path, help="text file listing the seed-set images (instead of drawing them)")
     p.add_argument("--pool-list", type=Path, help="text file listing the pool images (instead of drawing them)")
-    p.add_argument("--model", default="yolov8n.yaml", help="yolov8n.yaml, yolo11n.yaml, yolo26n.yaml (untrained) or "
-                   "a local .pt (default: yolov8n.yaml)")
+    p.add_argument("--model", default="yolov8n.yaml", help="the start: a local .pt (a pretrained detector, as users "
+                   "fine-tune) or yolov8n.yaml, yolo11n.yaml, yolo26n.yaml (from scratch; default yolov8n.yaml)")
     p.add_argument("--imgsz", type=int, default=96, help="train and inference size, a multiple of 32 (default 96)")
     p.add_argument("--batch", type=int, default=16, help="training batch size (default 16)")
-    p.add_argument("--epochs-base", type=int, default=100, help="baseline epochs on the seed set (default 100)")
+    p.add_argument("--max-epochs", type=int, default=60, help="converged: the most epochs a point trains (default 60)")
+    p.add_argument("--patience", type=int, default=10, help="converged: a point stops after this many epochs without "
+                   "a better validation fitness (default 10)")
+    p.add_argument("--check-seeds", type=int, default=2, help="converged: on this many tuning seeds, random's first "
+                   "and last points are retrained with the same and with twice the budget: the retraining noise and "
+                   "the compute check (default 2; 0: no check, and no verdict can say the points converged)")
+    p.add_argument("--no-upper-bound", action="store_true", help="skip the upper bound (then no labels-to-target)")
+    p.add_argument("--epochs-base", type=int, default=100, help="matched, chained: baseline epochs (default 100)")
     p.add_argument("--epochs-round", type=int, default=10, help="chained: epochs per round (default 10)")
     p.add_argument("--matched-steps", type=int, default=480, help="matched: training batches per point (default 480; "
                    "0: --epochs-round epochs of the seed set)")
     p.add_argument("--lr", type=float, default=0.002, help="learning rate (default 0.002)")
-    p.add_argument("--epoch-val", action="store_true", help="validate every epoch and keep the best epoch's weights "
-                   "(default: every point is the model after exactly its training budget, its last epoch)")
+    p.add_argument("--epoch-val", action="store_true", help="matched, chained: validate every epoch and keep the best "
+                   "epoch's weights (converged always does)")
     p.add_argument("--device", default="cpu", help="training device: cpu, 0, ... (default cpu)")
-    p.add_argument("--jobs", type=int, default=0, help="arms run side by side, each in a process (default 0: auto, "
+    p.add_argument("--jobs", type=int, default=0, help="units run side by side, each in a process (default 0: auto, "
                    "cores // (cores - 1) on a CPU, as an Ultralytics training takes cores - 1 threads: 2 on a 2-core "
                    "machine; 1 on a GPU)")
     return p
 
 
 def simulate_main(argv: list[str]) -> int:
-    """`al-loop simulate --data D ...`: exit 0 with the results written, 2 for bad input, 1 for a failed arm."""
+    """`al-loop simulate --data D ...`: exit 0 with the results written, 2 for bad input, 1 for a failed unit."""
     args = build_simulate_parser().parse_args(argv)
-    from al.app.simulate import ArmFailed, SimSpec, SimulationError, auto_jobs, parse_list, simulate
     from al.core.errors import UserError
+    from al.sim import ArmFailed, SimSpec, SimulationError, auto_jobs, parse_list, simulate
 
     try:
         spec = SimSpec(data=args.data, out=args.out, arms=parse_list(args.arms, "arms"),
-                       seeds=parse_list(args.seeds, "seeds", int), protocols=parse_list(args.protocol, "protocol"),
-                       rounds=args.rounds, budget=args.budget, budget_unit=args.budget_unit, seed_set=args.seed_set,
-                       pool=args.pool, seed_list=args.seed_list, pool_list=args.pool_list, model=args.model,
-                       imgsz=args.imgsz, batch=args.batch, epochs_base=args.epochs_base,
+                       seeds=parse_list(args.seeds, "seeds", int),
+                       confirm_seeds=parse_list(args.confirm_seeds, "confirm-seeds", int) if args.confirm_seeds
+                       else [],
+                       protocols=parse_list(args.protocol, "protocol"),
+                       rounds=args.rounds, budget=args.budget,
+                       budgets=parse_list(args.budgets, "budgets", int) if args.budgets else None,
+                       budget_unit=args.budget_unit, seed_set=args.seed_set,
+                       pool=args.pool, disjoint=not args.overlapping, seed_list=args.seed_list,
+                       pool_list=args.pool_list, model=args.model, imgsz=args.imgsz, batch=args.batch,
+                       max_epochs=args.max_epochs, patience=args.patience, check_seeds=args.check_seeds,
+                       upper_bound=not args.no_upper_bound, epochs_base=args.epochs_base,
                        epochs_round=args.epochs_round, matched_steps=args.matched_steps or None, lr=args.lr,
                        epoch_val=args.epoch_val, device=args.device, jobs=args.jobs or auto_jobs(args.device))
         simulate(spec, say=lambda text: print(text, flush=True))

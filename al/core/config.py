@@ -66,6 +66,11 @@ TEXT_ENCODER_STANDIN = "deterministic"
 class ModelConfig(_Strict):
     baseline: str = "yolov8n.yaml"
     """Baseline model (iteration 0): an Ultralytics model YAML (trained from scratch) or a local .pt file."""
+    initial_weights: Path | None = None
+    """An already trained checkpoint adopted as iteration 0's model instead of training one: the loop verifies it,
+    records its SHA-256 in iteration 0's train_result.json and validates it. For a baseline trained elsewhere, or one
+    shared by several runs (the simulator's arms of a seed). Relative paths resolve against the config file's
+    folder."""
     target: str | None = None
     """Seed 004's target: a YOLOE model that iterations 1+ fine-tune with the class prompts of prompt_versions/. A
     local YOLOE .pt (e.g. yoloe-26n-seg.pt; a -seg checkpoint is used as a detector: its mask branch is dropped) or
@@ -86,6 +91,9 @@ class ModelConfig(_Strict):
 class ActiveLearningConfig(_Strict):
     max_samples_per_iteration: int = Field(20, ge=1, le=100000)
     """Images picked for review per iteration."""
+    budget_schedule: list[int] | None = None
+    """Per-iteration budgets instead of one: entry k is iteration k's (the last entry repeats). It counts images, or
+    boxes with max_boxes_per_iteration set (which it then replaces). E.g. [16, 32, 64] for rounds that grow."""
     max_boxes_per_iteration: int | None = Field(None, ge=1, le=10_000_000)
     """review_source simulated: a budget in boxes. The picks are revealed in rank order until the next one would
     take their ground-truth boxes past this (at least one pick); the rest go back to the pool. Keep
@@ -112,6 +120,29 @@ class ActiveLearningConfig(_Strict):
     """--auto: per-class overrides of pseudo_label_conf, by class name."""
     train_f1_sample: int = Field(64, ge=0, le=100000)
     """Training images (a fixed sample) predicted each iteration to measure train F1 for the overfitting rule."""
+
+    @field_validator("budget_schedule")
+    @classmethod
+    def _schedule(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(int(n) < 1 for n in v)):
+            raise ValueError(f"{v} must list one budget (1 or more) per iteration, e.g. [16, 32, 64]")
+        return v
+
+    def picks_budget(self, k: int) -> int:
+        """Images iteration k picks (with a box budget: candidates to rank, at least its box budget's worth)."""
+        if self.budget_schedule and self.max_boxes_per_iteration is None:
+            return self.budget_schedule[min(k, len(self.budget_schedule) - 1)]
+        if self.budget_schedule:
+            return max(self.max_samples_per_iteration, self.box_budget(k) or 0)
+        return self.max_samples_per_iteration
+
+    def box_budget(self, k: int) -> int | None:
+        """Boxes iteration k's picks may add (None: no box budget)."""
+        if self.max_boxes_per_iteration is None:
+            return None
+        if self.budget_schedule:
+            return self.budget_schedule[min(k, len(self.budget_schedule) - 1)]
+        return self.max_boxes_per_iteration
 
 
 class SamplingConfig(_Strict):
@@ -188,12 +219,16 @@ class TrainingConfig(_Strict):
     """Epochs for the baseline (iteration 0)."""
     epochs_increment: int = Field(100, ge=1, le=10000)
     """Epochs for each fine-tune (iteration 1+)."""
-    schedule: Literal["chained", "matched"] = "chained"
+    schedule: Literal["chained", "matched", "converged"] = "chained"
     """chained: iteration k+1 fine-tunes iteration k's model (or the champion: gate.fine_tune_from) for
     epochs_increment epochs, so a later model has also had more training. matched: every fine-tune starts from the
     baseline (iteration 0's best.pt) and runs matched_steps training batches (epochs = ceil(matched_steps /
     batches per epoch of its training set)), so a model's quality depends on its labels, not on the rounds before
-    it: the label-efficiency protocol of `al-loop simulate` (docs/SIMULATE.md)."""
+    it: the label-efficiency protocol of `al-loop simulate` (docs/SIMULATE.md). converged: every model starts from
+    the run's start weights (model.baseline when it is a .pt, such as a pretrained detector; else the baseline's
+    best.pt for the fine-tunes) and trains until the validation fitness has not improved for `patience` epochs, at
+    most epochs_base (iteration 0) or epochs_increment (later) epochs; its best epoch on the validation split is the
+    model. Each model is then limited by its labels, not by its training (the simulator checks it)."""
     matched_steps: int | None = Field(None, ge=1, le=10_000_000)
     """schedule matched: training batches of every fine-tune. Unset: epochs_increment epochs of the baseline's
     training set (iteration 0's)."""
@@ -235,6 +270,12 @@ class TrainingConfig(_Strict):
         if self.imgsz % 32:
             raise KeyProblem(f"imgsz {self.imgsz} is not a multiple of 32; use e.g. {max(32, self.imgsz // 32 * 32)}",
                              "imgsz")
+        if self.schedule == "converged" and self.patience < 1:
+            raise KeyProblem("schedule 'converged' stops each training by its validation fitness: set patience to 1 "
+                             "or more (e.g. 10)", "patience", "schedule")
+        if self.schedule == "converged" and self.extra.get("val") is False:
+            raise KeyProblem("schedule 'converged' validates every epoch to stop and keep the best one: remove "
+                             "'val: false' from training.extra", "extra", "schedule")
         reserved = {"data", "epochs", "lr0", "imgsz", "batch", "project", "name", "exist_ok", "device", "resume",
                     "patience", "optimizer", "workers", "seed", "model"}
         clash = sorted(reserved & set(self.extra))
@@ -904,6 +945,7 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
     _resolve_tracking(cfg.tracking.mlflow, base)
     if cfg.model.baseline.endswith(".pt"):
         cfg.model.baseline = str(_resolve(base, Path(cfg.model.baseline)))
+    cfg.model.initial_weights = _resolve(base, cfg.model.initial_weights)
     if cfg.model.target and cfg.model.target.endswith(".pt"):
         cfg.model.target = str(_resolve(base, Path(cfg.model.target)))
     if cfg.model.text_encoder and cfg.model.text_encoder != TEXT_ENCODER_STANDIN:
@@ -947,6 +989,7 @@ def _check_files(cfg: Config, path: Path, text: str) -> None:
         need(("review", "roboflow", "secrets_file"), cfg.review.roboflow.secrets_file, "secrets file")
     if cfg.review.backend == "label_studio":
         need(("review", "label_studio", "secrets_file"), cfg.review.label_studio.secrets_file, "secrets file")
+    need(("model", "initial_weights"), cfg.model.initial_weights, "weights file")
     if cfg.model.baseline.endswith(".pt"):
         need(("model", "baseline"), Path(cfg.model.baseline), "weights file")
     elif not cfg.model.baseline.endswith((".yaml", ".yml")):

@@ -97,7 +97,7 @@ def _fn_weighted(ctx: StepContext, splits, names, counts, exclude) -> tuple[list
         cands = _pool_candidates(ctx, _pool_images(ctx, splits))
         unit = "uncertain pool detections"
     scored = sampling.score_errors(cands, dict(enumerate(counts)), cfg.sampling_strategy.weights())
-    picks = sampling.select_images(scored, cfg.active_learning.max_samples_per_iteration, exclude=exclude,
+    picks = sampling.select_images(scored, cfg.active_learning.picks_budget(ctx.iteration), exclude=exclude,
                                    names=names)
     for pk in picks:
         pk["kind"] = "fn_weighted"
@@ -191,7 +191,7 @@ def _pool_records(ctx: StepContext, picks: list[dict], scores: pool.PoolScores |
 def _strategy_picks(ctx: StepContext, splits, names, counts, exclude) -> tuple[list[dict], int, str, dict]:
     k, paths, cfg = ctx.iteration, ctx.env.paths, ctx.env.cfg
     sc = cfg.sampling_strategy
-    budget = cfg.active_learning.max_samples_per_iteration
+    budget = cfg.active_learning.picks_budget(k)
     seed = cfg.training.seed * 1000 + k
     # one engine for the pool's content hashes and its scan (a Ray runtime starts at most once per extract)
     with scan_engine(ctx, paths.best(k)) as engine:

@@ -19,6 +19,7 @@ from al.core.context import StepContext
 from al.core.errors import Interrupted, StepError
 from al.core.events import EpochEnd, Message, Progress
 from al.core.paths import good_copy
+from al.data import hashing
 from al.steps import gate
 from al.yolo import checkpoints, ddp
 from al.yolo.train_worker import EXIT_IO
@@ -40,6 +41,14 @@ def source_iteration(ctx: StepContext, target: int) -> int:
     return gate.champion_of(ctx.env.paths, target - 1)
 
 
+def start_weights(ctx: StepContext) -> Path | None:
+    """training.schedule converged: the weights every fine-tune starts from when model.baseline is a .pt (a
+    pretrained detector); None: they start from the baseline (iteration 0's best.pt)."""
+    if ctx.env.cfg.training.schedule == "converged" and ctx.env.cfg.model.baseline.endswith(".pt"):
+        return Path(ctx.env.cfg.model.baseline)
+    return None
+
+
 def batches_per_epoch(ctx: StepContext, version: int) -> int:
     """Training batches of one epoch on dataset version `version` (Ultralytics keeps the last, partial batch)."""
     counts = store.read_json(ctx.env.paths.dataset_version(version) / "version.json", required=("counts",))["counts"]
@@ -58,15 +67,20 @@ def fine_tune_epochs(ctx: StepContext, target: int) -> int:
     matched_steps batches take on its training set, rounded up (matched)."""
     tc = ctx.env.cfg.training
     if tc.schedule != "matched":
-        return tc.epochs_increment
+        return tc.epochs_increment  # converged: the cap; early stopping (patience) ends it sooner
     return max(1, math.ceil(matched_steps(ctx) / batches_per_epoch(ctx, target)))
 
 
 def train_spec(ctx: StepContext, target: int) -> dict:
     tc, paths = ctx.env.cfg.training, ctx.env.paths
     baseline = target == 0
+    start = start_weights(ctx)
+    if baseline:
+        model = ctx.env.cfg.model.baseline
+    else:
+        model = str(start) if start is not None else str(paths.best(source_iteration(ctx, target)))
     return {
-        "model": ctx.env.cfg.model.baseline if baseline else str(paths.best(source_iteration(ctx, target))),
+        "model": model,
         "data": str(paths.dataset_yaml(target)),
         "epochs": tc.epochs_base if baseline else fine_tune_epochs(ctx, target),
         "lr0": tc.base_lr * tc.lr_decay_factor ** target,
@@ -147,6 +161,13 @@ def _warn(ctx: StepContext, text: str) -> None:
 def _source_model(ctx: StepContext, target: int) -> None:
     """The best.pt this retrain fine-tunes (source_iteration: the champion or iteration target-1's): verified,
     restored from its good copy when damaged, or a CheckpointError saying how to re-make it."""
+    start = start_weights(ctx)
+    if start is not None:
+        why = checkpoints.problem(start)
+        if why is not None:
+            raise StepError(f"{start} (model.baseline, the start of every converged fine-tune) is {why}; restore "
+                            f"the file or point model.baseline at a loadable .pt")
+        return
     k = source_iteration(ctx, target)
     checkpoints.ensure(ctx.env.paths.best(k), f"Iteration {k}'s model (which this retrain fine-tunes)",
                        warn=lambda text: _warn(ctx, text), fix=checkpoints.remake_advice(ctx.env, k))
@@ -237,6 +258,25 @@ def _dry_run(ctx: StepContext, target: int, spec: dict) -> None:
     store.write_text_atomic(paths.training_log(target), "dry-run: training skipped; weights copied\n")
 
 
+def _adopt(ctx: StepContext, spec: dict) -> None:
+    """model.initial_weights: the given checkpoint becomes iteration 0's model without a training; its content hash
+    is part of the recorded spec, so a changed file is adopted again rather than taken for the old one."""
+    src = Path(ctx.env.cfg.model.initial_weights or "")
+    paths = ctx.env.paths
+    why = checkpoints.problem(src)
+    if why is not None:
+        raise StepError(f"{src} (model.initial_weights) is {why}; restore the file or point "
+                        f"model.initial_weights at a loadable .pt")
+    digest = spec["sha1"]
+    paths.weights(0).mkdir(parents=True, exist_ok=True)
+    store.write_bytes_atomic(paths.best(0), src.read_bytes())
+    checkpoints.keep(paths.best(0))
+    store.write_json(paths.train_result(0), {"spec": spec, "dry_run": ctx.env.opts.dry_run, "seconds": 0.0,
+                                             "best": str(paths.best(0)), "adopted": str(src)})
+    ctx.ui.emit(Message(f"[TRAIN] baseline adopted from {src} (model.initial_weights, sha1 {digest[:12]}); "
+                         f"no training"))
+
+
 def run(ctx: StepContext) -> str:
     paths = ctx.env.paths
     target = target_iteration(ctx)
@@ -244,6 +284,13 @@ def run(ctx: StepContext) -> str:
         raise StepError(f"Dataset version {target} missing ({paths.dataset_yaml(target)}); re-run review with "
                         f"--start-iteration {target}.")
     spec = train_spec(ctx, target)
+    if target == 0 and ctx.env.cfg.model.initial_weights is not None:
+        src = Path(ctx.env.cfg.model.initial_weights)
+        spec = {**spec, "model": str(src), "adopt": True, "sha1": hashing.digest(src) if src.is_file() else None}
+        if paths.train_result(0).is_file() and _finished(ctx, 0, spec):
+            return "next"
+        _adopt(ctx, spec)
+        return "next"
     if spec.get("yoloe"):
         y = spec["yoloe"]
         prompts.record_use(paths.prompt_history, y["prompt_version"], target,
@@ -275,7 +322,11 @@ def run(ctx: StepContext) -> str:
     paths.iteration(target).mkdir(parents=True, exist_ok=True)
     store.write_json(paths.train_spec(target), {"spec": spec})
     what = "baseline" if target == 0 else f"fine-tune of iteration {source_iteration(ctx, target)}"
-    if target > 0 and ctx.env.cfg.training.schedule == "matched":
+    if target > 0 and start_weights(ctx) is not None:
+        what = f"fine-tune of {Path(spec['model']).name} (training.schedule converged: from the start weights)"
+    if ctx.env.cfg.training.schedule == "converged":
+        what += f" until the validation fitness stops improving for {spec['patience']} epochs"
+    elif target > 0 and ctx.env.cfg.training.schedule == "matched":
         what += (f" (training.schedule matched: from the baseline; {matched_steps(ctx)} batches asked, "
                  f"{spec['epochs']} epochs x {batches_per_epoch(ctx, target)} batches)")
     elif target > 0 and source_iteration(ctx, target) != target - 1:

@@ -238,14 +238,15 @@ def _review(ctx: StepContext) -> str:
         cands, summary = collect(ctx, picks, names)
     elif mode == "simulated":
         cands = _labels_for_picks(ctx, picks, names, mode)
-        if al.max_boxes_per_iteration is not None:
-            n = within_box_budget([len(c.boxes) for c in cands], al.max_boxes_per_iteration)
-            ctx.ui.emit(Message(f"[REVIEW] box budget {al.max_boxes_per_iteration} "
+        box_budget = al.box_budget(ctx.iteration)
+        if box_budget is not None:
+            n = within_box_budget([len(c.boxes) for c in cands], box_budget)
+            ctx.ui.emit(Message(f"[REVIEW] box budget {box_budget} "
                                  f"(active_learning.max_boxes_per_iteration): the first {n} of {len(picks)} picks "
                                  f"in rank order, {sum(len(c.boxes) for c in cands[:n])} boxes; the rest stay in "
                                  f"the pool"))
             picks, cands = picks[:n], cands[:n]
-            summary["box_budget"] = al.max_boxes_per_iteration
+            summary["box_budget"] = box_budget
         ctx.ui.emit(Message(f"[REVIEW] SIMULATED review: revealing the hidden ground truth of {len(picks)} picks"))
     else:
         ctx.ui.emit(Message(f"[REVIEW] --auto: labelling {len(picks)} picks with model predictions (pseudo-labels)"))

@@ -1,5 +1,6 @@
 """A minimal real simulation (1 seed, 2 arms, 1 round, imgsz 64): stopped after its first arm, run again, it
-continues without redoing that arm and writes the results; the box budget and the matched schedule hold."""
+continues without redoing that arm and writes the results; the box budget and the matched schedule hold; the
+converged protocol records each point's epochs, trains the upper bound and the compute check."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import re
 
 import pytest
 
-from al.app.simulate import SimSpec, simulate
 from al.core import store
 from al.core.paths import RunPaths
+from al.sim import SimSpec, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +22,10 @@ def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
     out = tmp_path / "sim"
     spec = dict(data=tiny_data, out=out, arms=["random", "entropy"], seeds=[0], protocols=["matched"], rounds=1,
                 budget=8, budget_unit="boxes", seed_set=8, pool=12, imgsz=64, batch=8, epochs_base=1,
-                epochs_round=1, matched_steps=3)
+                epochs_round=1, matched_steps=3, upper_bound=False)
     lines: list[str] = []
     assert simulate(SimSpec(**spec), say=lines.append, stop_after_units=1) == {}
-    assert any("stopped after 1 arms; run the same command again" in ln for ln in lines)
+    assert any("stopped after 1 units; run the same command again" in ln for ln in lines)
     state = store.read_json(out / "simulation_state.json", schema=1)
     assert list(state["units"]) == ["0/matched/random"]
     first = RunPaths(out / "seed_0" / "matched" / "random" / "run")
@@ -33,11 +34,11 @@ def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
 
     lines.clear()
     summary = simulate(SimSpec(**spec), say=lines.append)
-    assert any("1/2 arms already done" in ln for ln in lines)
+    assert any("1/2 units already done" in ln for ln in lines)
     assert not any("matched/random" in ln and "trains the shared baseline" in ln for ln in lines)
     assert first.best(1).stat().st_mtime_ns == before  # the finished arm was not redone
     second = RunPaths(out / "seed_0" / "matched" / "entropy" / "run")
-    assert store.read_json(second.train_result(0))["shared_baseline"] == str(out / "seed_0" / "baseline.pt")
+    assert store.read_json(second.train_result(0))["adopted"] == str(out / "seed_0" / "baseline.pt")
 
     rows = list(csv.DictReader((out / "simulation.csv").open()))
     assert [(r["arm"], r["round"]) for r in rows] == [("random", "0"), ("random", "1"), ("entropy", "0"),
@@ -58,11 +59,11 @@ def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
     assert any(re.search(r"\] epoch \d+/\d+$", ln) for ln in lines)  # training progress reaches the terminal
     assert store.read_json(second.train_result(1))["spec"]["model"] == str(second.best(0))
     got = json.loads((out / "simulation_summary.json").read_text())
-    assert set(got["protocols"]["matched"]) == {"random", "entropy"}
-    assert "entropy" in summary["matched"]["random"]["paired_auc"]
+    assert set(got["protocols"]["matched"]["groups"]["tuning"]["arms"]) == {"random", "entropy"}
+    assert "random" in summary["matched"]["groups"]["tuning"]["arms"]["entropy"]["vs"]
     assert (out / "simulation.png").stat().st_size > 1000
     md = (out / "simulation.md").read_text()
-    assert "## matched protocol" in md and "| entropy |" in md
+    assert "## matched protocol" in md and "| entropy |" in md and "| entropy vs random |" in md
 
     # a kill after an arm's loop finished but before the simulation recorded it: the arm is read, not redone
     state = store.read_json(out / "simulation_state.json", schema=1)
@@ -79,7 +80,7 @@ def test_simulation_resumes_after_a_stop_and_reports(tmp_path, tiny_data):
     # arm is kept (not redone, not reported), and nothing trains when every asked arm is done
     lines.clear()
     simulate(SimSpec(**{**spec, "arms": ["entropy"]}), say=lines.append)
-    assert any("1/1 arms already done (1 other finished arms kept)" in ln for ln in lines)
+    assert any("1/1 units already done" in ln for ln in lines)
     assert not any("trains the shared baseline" in ln for ln in lines)
     assert {r["arm"] for r in csv.DictReader((out / "simulation.csv").open())} == {"entropy"}
     assert json.loads((out / "simulation_summary.json").read_text())["settings"]["arms"] == ["entropy"]
@@ -91,11 +92,11 @@ def test_seeds_side_by_side_draw_the_same_labels(tmp_path, tiny_data):
     # --jobs 2: arms in processes of their own, a seed's second arm after its first (which trains the shared
     # baseline); each seed draws and labels what a run one seed at a time does
     spec = dict(data=tiny_data, arms=["random", "entropy"], protocols=["matched"], rounds=1, budget=4, seed_set=8,
-                pool=12, imgsz=64, batch=8, epochs_base=1, epochs_round=1, matched_steps=2)
+                pool=12, imgsz=64, batch=8, epochs_base=1, epochs_round=1, matched_steps=2, upper_bound=False)
     lines: list[str] = []
     par = SimSpec(**spec, out=tmp_path / "par", seeds=[0, 1], jobs=2)
     simulate(par, say=lines.append)
-    assert any("2 arms at a time (--jobs 2)" in ln for ln in lines)
+    assert any("2 units at a time (--jobs 2)" in ln for ln in lines)
     units = store.read_json(tmp_path / "par" / "simulation_state.json", schema=1)["units"]
     assert set(units) == {"0/matched/random", "1/matched/random", "0/matched/entropy", "1/matched/entropy"}
     done = [next(i for i, ln in enumerate(lines) if f"] {key} done in" in ln) for key in
@@ -115,3 +116,30 @@ def test_seeds_side_by_side_draw_the_same_labels(tmp_path, tiny_data):
     assert picks(units["0/matched/random"]["rows"]) != picks(units["1/matched/random"]["rows"])  # seeds differ
     rows = list(csv.DictReader((tmp_path / "par" / "simulation.csv").open()))
     assert {r["seed"] for r in rows} == {"0", "1"}
+
+
+def test_converged_points_record_their_epochs_the_upper_bound_and_the_compute_check(tmp_path, tiny_data):
+    out = tmp_path / "conv"
+    spec = SimSpec(data=tiny_data, out=out, arms=["random", "entropy"], seeds=[0], protocols=["converged"],
+                   budgets=[4], seed_set=8, pool=12, imgsz=64, batch=8, max_epochs=3, patience=2, check_seeds=1)
+    lines: list[str] = []
+    summary = simulate(spec, say=lines.append)
+    units = store.read_json(out / "simulation_state.json", schema=1)["units"]
+    assert set(units) == {"0/converged/random", "0/converged/entropy", "0/converged/@upper",
+                          *(f"0/converged/@check_{w}_x{m}" for w in ("first", "last") for m in (1, 2))}
+    for arm in ("random", "entropy"):
+        for r in units[f"0/converged/{arm}"]["rows"]:
+            # every point trained from the start weights by early stopping: its epochs and best epoch recorded
+            assert 1 <= r["train_epochs"] <= r["epoch_cap"] == 3 and 1 <= r["best_epoch"] <= r["train_epochs"]
+            assert r["patience"] == 2
+    # the entropy arm adopted the baseline the random arm trained: the same iteration-0 figures
+    assert units["0/converged/entropy"]["rows"][0]["train_epochs"] == units["0/converged/random"]["rows"][0][
+        "train_epochs"]
+    assert units["0/converged/@upper"]["row"]["labelled_images"] == 8 + 12
+    assert units["0/converged/@check_last_x2"]["row"]["epoch_cap"] == 6
+    assert units["0/converged/@check_last_x1"]["row"]["labelled_images"] == units["0/converged/random"]["rows"][-1][
+        "labelled_images"]
+    chk = summary["converged"]["checks"]
+    assert chk["measured"] and chk["noise"]["n"] == 2 and len(chk["points"]) == 2
+    md = (out / "simulation.md").read_text()
+    assert "## converged protocol" in md and "retrained with the same budget" in md and "Upper bound" in md
