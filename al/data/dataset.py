@@ -226,14 +226,19 @@ MIRROR = "yolo"
 
 
 def link_mirror(root: Path, images: list[str]) -> Path:
-    """root/images and root/labels: a link to each image and to its label file, named uniquely. Ultralytics writes
-    its labels cache (labels.cache), any *.npy image cache and a re-saved corrupt JPEG beside the files it is given:
-    given these links, it writes into the run directory and never into the user's dataset. Returns root/images."""
+    """root/images and root/labels: a link to each image and to its label file, named by mirror_names. Ultralytics
+    writes its labels cache (labels.cache), any *.npy image cache and a re-saved corrupt JPEG beside the files it
+    is given: given these links, it writes into the run directory and never into the user's dataset. Returns
+    root/images."""
     shutil.rmtree(root, ignore_errors=True)  # a rewritten version: stale links (and caches) go
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
-    for img in dict.fromkeys(images):
-        name = mirror_name(img)
+    names = mirror_names(images)
+    for img, name in names.items():
+        if name == _plain_name(img):
+            _given.pop(img, None)
+        else:
+            _given[img] = name
         _link(Path(img), root / "images" / name)
         lp = label_path(img)
         if lp.is_file():
@@ -241,9 +246,60 @@ def link_mirror(root: Path, images: list[str]) -> Path:
     return root / "images"
 
 
+_given: dict[str, str] = {}
+"""The names link_mirror gave in this process to images whose plain name another image of the same list shares,
+so that mirror_name, which sees one image at a time, agrees with the mirror last written for it."""
+
+_UNREAD = "unreadable"
+"""The prefix of an image that cannot be read (no content to hash): not hex, so never a content prefix."""
+
+
+def mirror_names(images: list[str]) -> dict[str, str]:
+    """Each image's link name: 8 hex digits of its content hash, '_', its file name.
+    Ultralytics trains in the order of these names, so the same labelled set trains in the same order wherever the
+    run and the dataset live. Images whose names (or label links: stems equal but for case) would clash are ordered
+    by content hash, name, label bytes, then path, and all but the first get '-1', '-2', ... after the digits; the
+    path only orders copies that are the same sample (same bytes, name and labels)."""
+    imgs = list(dict.fromkeys(images))
+    plain = {img: _plain_name(img) for img in imgs}
+    groups: dict[str, list[str]] = {}
+    for img in imgs:
+        groups.setdefault(Path(plain[img]).stem.lower(), []).append(img)
+    out = dict(plain)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda m: (_content_hash(m) or "", Path(m).name, _label_digest(m), m))
+        for i, img in enumerate(members[1:], 1):
+            prefix, _, name = plain[img].partition("_")
+            out[img] = f"{prefix}-{i}_{name}"
+    return out
+
+
 def mirror_name(image: str) -> str:
-    """The name of an image's link in a mirror (unique: images of different folders may share a name)."""
-    return f"{hashlib.sha1(image.encode()).hexdigest()[:8]}_{Path(image).name}"
+    """The name of an image's link in a mirror (mirror_names; an image whose plain name another image of its list
+    shares gets the name the last link_mirror of this process gave it)."""
+    return _given.get(image) or _plain_name(image)
+
+
+def _plain_name(image: str) -> str:
+    h = _content_hash(image)
+    return f"{h[:8] if h else _UNREAD}_{Path(image).name}"
+
+
+def _content_hash(image: str) -> str | None:
+    """The image's content hash (the run's cache), None when it cannot be read: a link to it is still made and
+    the validator reports it, as for any unreadable image."""
+    try:
+        return hashing.file_hash(image)
+    except OSError:
+        return None
+
+
+def _label_digest(image: str) -> str:
+    """SHA-1 of the image's label file ('' without one): it orders same-named copies of one image."""
+    lp = label_path(image)
+    return hashlib.sha1(lp.read_bytes()).hexdigest() if lp.is_file() else ""
 
 
 def _link(src: Path, dst: Path) -> None:
