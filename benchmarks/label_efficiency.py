@@ -1,15 +1,22 @@
-"""Label-efficiency benchmark on the project's generated data: `al-loop simulate` on an al.data.demo dataset.
+"""Label-efficiency benchmark on the project's generated data: `al-loop simulate` from the project's pretrained
+detector, on two datasets of different domains.
 
-The demo generator (digits on photos, imbalanced classes; the test split uses held-out handwriting) writes one
-dataset whose train split holds the seed set and the pool; the simulator (al.app.simulate, docs/SIMULATE.md) draws
-both from it per seed, hides the pool labels and runs every arm and protocol through the product's own loop. This
-script only makes the data and copies the simulator's results to --out:
+  --dataset digits    al.data.demo: real handwritten digits (5 classes, imbalanced, 1-6 a scene) pasted on real
+                      photos; the test split uses held-out handwriting
+  --dataset symbols   al.data.synthetic symbols: card suits and chess pieces (8 classes, rare ones, 3-15 a scene)
+                      rendered from DejaVu Sans on other photos; the test split uses a held-out glyph style
 
-  label_efficiency.csv / _summary.json / .md / .png   (the simulator's simulation.* files)
+Both start from benchmarks/weights/yolov8n_shapes.pt (yolov8n pretrained on the synthetic shapes domain: other
+classes, other scenes; benchmarks/pretrain.py), as users fine-tune a pretrained detector. The train split is made
+large enough that every seed draws its seed set and pool from its own block (independent samples). The simulator
+(al/sim, docs/SIMULATE.md) does the rest; this script makes the data and copies the results to --out:
 
-    .venv/bin/python benchmarks/label_efficiency.py --protocol matched    # the default size (docs/SIMULATE.md)
-    .venv/bin/python benchmarks/label_efficiency.py --seeds 0 --rounds 1 --arms random,entropy   # a quick look
-Any other option is passed to `al-loop simulate` as it is (e.g. --budget-unit boxes --budget 96).
+  label_efficiency_<dataset>.csv / _summary.json / .md / .png   (the simulator's simulation.* files)
+
+    .venv/bin/python benchmarks/label_efficiency.py --dataset digits        # the default size (docs/SIMULATE.md)
+    .venv/bin/python benchmarks/label_efficiency.py --dataset digits --seeds 0 --arms random,entropy  # a look
+Any other option is passed to `al-loop simulate` as it is (e.g. --confirm-seeds 8-15, --jobs 1). Running the same
+command again continues the work folder (--work); --commit commits the results after every finished unit group.
 """
 
 from __future__ import annotations
@@ -22,38 +29,62 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PRETRAINED = Path(__file__).resolve().parent / "weights" / "yolov8n_shapes.pt"
+ARMS = "random,entropy,combined,most_boxes,diversity"
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed-set", type=int, default=32, help="initially labelled images per seed")
+    ap.add_argument("--dataset", choices=("digits", "symbols"), default="digits")
+    ap.add_argument("--seeds", default="0-3", help="tuning seeds (default 0-3: the default size)")
+    ap.add_argument("--confirm-seeds", default="", help="fresh confirmation seeds, e.g. 8-15")
+    ap.add_argument("--arms", default=ARMS)
+    ap.add_argument("--seed-set", type=int, default=16, help="initially labelled images per seed")
+    ap.add_argument("--budgets", default="16,32,64,128", help="images bought per round: the labelled set doubles "
+                    "from 16 to 256 of the 316 a seed draws")
     ap.add_argument("--pool", type=int, default=300, help="unlabelled pool images per seed")
-    ap.add_argument("--val", type=int, default=48, help="validation images (model selection during training)")
-    ap.add_argument("--test", type=int, default=200, help="test images (the reported mAP)")
+    ap.add_argument("--blocks", type=int, default=16, help="disjoint seed blocks the generated train split holds")
+    ap.add_argument("--val", type=int, default=96, help="validation images (early stopping, best epoch)")
+    ap.add_argument("--test", type=int, default=300, help="test images (the reported mAP)")
     ap.add_argument("--size", type=int, default=128, help="generated image side in pixels")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the generated dataset")
+    ap.add_argument("--model", default=str(PRETRAINED), help="the start (default: the project's pretrained .pt)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/al_label_efficiency"),
-                    help="work folder of the simulation (kept: running the same command again continues it)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="work folder (default /tmp/al_label_efficiency_<dataset>; kept: the same command continues)")
     return ap.parse_known_args(argv)
+
+
+def make_data(args: argparse.Namespace, work: Path) -> Path:
+    """The benchmark's dataset: a train split of --blocks seed blocks, and the val and test splits."""
+    n_train = args.blocks * (args.seed_set + args.pool)
+    if args.dataset == "digits":
+        from al.data.demo import generate_demo
+
+        return generate_demo(work / "data", seed=args.data_seed, n_train=n_train, n_val=args.val, n_test=args.test,
+                             n_pool=0, size=args.size)
+    from al.data.synthetic import generate_symbols
+
+    return generate_symbols(work / "data", seed=args.data_seed, n_train=n_train, n_val=args.val, n_test=args.test,
+                            size=args.size)
 
 
 def main(argv=None) -> int:
     args, rest = parse_args(argv)
     from al.cli import simulate_main
-    from al.data.demo import generate_demo
 
-    # train = what the simulator draws seed set and pool from; a margin of 10 % so the draw differs per seed
-    n_train = int((args.seed_set + args.pool) * 1.1)
-    data = generate_demo(args.work / "data", seed=args.data_seed, n_train=n_train, n_val=args.val, n_test=args.test,
-                         n_pool=0, size=args.size)
-    code = simulate_main(["--data", str(data), "--out", str(args.work / "simulation"), "--seed-set",
-                          str(args.seed_set), "--pool", str(args.pool), *rest])
+    work = args.work or Path(f"/tmp/al_label_efficiency_{args.dataset}")
+    data = make_data(args, work)
+    extra = ["--confirm-seeds", args.confirm_seeds] if args.confirm_seeds else []
+    code = simulate_main(["--data", str(data), "--out", str(work / "simulation"), "--seed-set", str(args.seed_set),
+                          "--pool", str(args.pool), "--budgets", args.budgets, "--seeds", args.seeds, "--arms",
+                          args.arms, "--model", args.model, "--protocol", "converged", *extra, *rest])
     if code == 0:
         args.out.mkdir(parents=True, exist_ok=True)
         for suffix in (".csv", "_summary.json", ".md", ".png"):
-            shutil.copyfile(args.work / "simulation" / f"simulation{suffix}", args.out / f"label_efficiency{suffix}")
-        print(f"copied to {args.out}/label_efficiency.*")
+            shutil.copyfile(work / "simulation" / f"simulation{suffix}",
+                            args.out / f"label_efficiency_{args.dataset}{suffix}")
+        print(f"copied to {args.out}/label_efficiency_{args.dataset}.*")
     return code
 
 

@@ -44,15 +44,17 @@ def _family(job: Job) -> tuple[int, str]:
 
 
 def plan(spec: SimSpec, done: set[str]) -> list[Job]:
-    """The units this call still has to run, in priority order: every arm, then the upper bounds, then the compute
-    checks (they read random's finished arm)."""
-    arms = [Job(s, p, a) for s in spec.all_seeds for p in spec.protocols for a in spec.arms]
-    extra = []
+    """The units this call still has to run, in priority order: seed by seed (so a run cut short has whole seeds),
+    its arms, then its upper bound, then its compute checks (they read random's finished arm)."""
+    extra: dict[int, list[Job]] = {}
     for k in spec.extra_keys():
         seed, proto, name = k.split("/", 2)
-        extra.append(Job(int(seed), proto, name))
-    extra.sort(key=lambda j: j.name != UPPER)  # stable: the upper bounds, then the checks, each in seed order
-    return [j for j in [*arms, *extra] if j.key not in done]
+        extra.setdefault(int(seed), []).append(Job(int(seed), proto, name))
+    jobs = []
+    for s in spec.all_seeds:
+        jobs += [Job(s, p, a) for p in spec.protocols for a in spec.arms]
+        jobs += sorted(extra.get(s, []), key=lambda j: j.name != UPPER)
+    return [j for j in jobs if j.key not in done]
 
 
 def ready(spec: SimSpec, job: Job, done: set[str], making: set[tuple[int, str]]) -> str | None:
