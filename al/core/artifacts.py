@@ -190,8 +190,8 @@ def _split_legacy(paths: RunPaths, k: int, data: dict) -> tuple[ValidationSummar
 @with_config(ConfigDict(extra="allow"))
 class Pick(TypedDict, total=False):
     """One picked image. Every strategy writes image, score, components and reasons; fn_weighted adds the errors
-    it scored, pool strategies add kind (uncertain | hard_negative | random | most_boxes | diversity); rank is its place (1 = best).
-    Other keys a strategy adds are kept."""
+    it scored, pool strategies add kind (uncertain | hard_negative | random | most_boxes | diversity); rank is its
+    place (1 = best). Other keys a strategy adds are kept."""
 
     image: Required[str]
     score: float

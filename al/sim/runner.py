@@ -15,7 +15,6 @@ from al.sim import unit as units
 from al.sim.data import prepare_seed_data
 from al.sim.spec import EXTENDABLE, STATE_SCHEMA, UPPER, SimSpec, SimulationError, arm_folder, check_spec
 
-
 REPEAT_SEED_OFFSET = 1000
 """The compute check's repeat of a point trains with the seed's training seed plus this."""
 
