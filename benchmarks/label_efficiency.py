@@ -15,8 +15,9 @@ large enough that every seed draws its seed set and pool from its own block (ind
 
     .venv/bin/python benchmarks/label_efficiency.py --dataset digits        # the default size (docs/SIMULATE.md)
     .venv/bin/python benchmarks/label_efficiency.py --dataset digits --seeds 0 --arms random,entropy  # a look
-Any other option is passed to `al-loop simulate` as it is (e.g. --confirm-seeds 8-15, --jobs 1). Running the same
-command again continues the work folder (--work); --commit commits the results after every finished unit group.
+Any other option is passed to `al-loop simulate` as it is (e.g. --jobs 1). Running the same command again continues
+the work folder (--work); on a fresh machine it continues from the committed label_efficiency_<dataset>_state.json
+(every finished unit's rows), so a benchmark longer than a session runs in parts.
 """
 
 from __future__ import annotations
@@ -75,12 +76,20 @@ def main(argv=None) -> int:
 
     work = args.work or Path(f"/tmp/al_label_efficiency_{args.dataset}")
     data = make_data(args, work)
+    state = work / "simulation" / "simulation_state.json"
+    kept = args.out / f"label_efficiency_{args.dataset}_state.json"
+    if not state.is_file() and kept.is_file():
+        # a fresh machine continues from the committed units (the data are generated again, the same bit for bit)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept, state)
+        print(f"continuing from {kept}")
     extra = ["--confirm-seeds", args.confirm_seeds] if args.confirm_seeds else []
     code = simulate_main(["--data", str(data), "--out", str(work / "simulation"), "--seed-set", str(args.seed_set),
                           "--pool", str(args.pool), "--budgets", args.budgets, "--seeds", args.seeds, "--arms",
                           args.arms, "--model", args.model, "--protocol", "converged", *extra, *rest])
-    if code == 0:
+    if (work / "simulation" / "simulation.md").is_file():  # also what a stopped run finished
         args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(state, kept)
         for suffix in (".csv", "_summary.json", ".md", ".png"):
             shutil.copyfile(work / "simulation" / f"simulation{suffix}",
                             args.out / f"label_efficiency_{args.dataset}{suffix}")

@@ -136,6 +136,9 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
             left = total - done
             mean = statistics.mean(u["seconds"] for u in state["units"].values())
             pts = payload.get("rows") or [payload["row"]]
+            from al.sim.results import write_results
+
+            write_results(spec, state, time.time() - t0, say=lambda _: None)  # results always cover what is done
             log(f"[{done}/{total}] {key} done in {secs:.0f} s: " + ", ".join(
                 f"{r[f'labelled_{spec.budget_unit}']}->{_num(r['test_map50_95'])}"
                 f" ({r.get('train_epochs')} ep)" for r in pts)
