@@ -95,9 +95,9 @@ class ActiveLearningConfig(_Strict):
     """Per-iteration budgets instead of one: entry k is iteration k's (the last entry repeats). It counts images, or
     boxes with max_boxes_per_iteration set (which it then replaces). E.g. [16, 32, 64] for rounds that grow."""
     max_boxes_per_iteration: int | None = Field(None, ge=1, le=10_000_000)
-    """review_source simulated: a budget in boxes. The picks are revealed in rank order until the next one would
-    take their ground-truth boxes past this (at least one pick); the rest go back to the pool. Keep
-    max_samples_per_iteration large enough that the picks can fill it."""
+    """review_source simulated: a budget in boxes. The picks are revealed in rank order until their ground-truth
+    boxes reach this (the pick that crosses it is labelled too: its boxes are known only once drawn); the rest go
+    back to the pool. Keep max_samples_per_iteration large enough that the picks can fill it."""
     require_human_review: bool = True
     """Pause for a human between extract and retrain (ignored with --auto or review_source: simulated)."""
     review_source: Literal["manual", "simulated"] = "manual"

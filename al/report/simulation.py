@@ -117,6 +117,7 @@ def markdown(doc: Mapping, arms: Sequence[str]) -> str:
     for proto, res in doc["protocols"].items():
         lines.append(f"\n## {proto} protocol\n")
         chk = res["checks"]
+        limited = bool(chk.get("measured") and (chk["compute"]["limited"] or not chk.get("learned", True)))
         if chk.get("measured"):
             comp, noise = chk["compute"], chk["noise"]
             word = ("COMPUTE-LIMITED" if comp["limited"] else "converged") if chk.get("learned", True) else \
@@ -171,8 +172,9 @@ def markdown(doc: Mapping, arms: Sequence[str]) -> str:
                     lines.append(
                         f"| {arm} vs {ref} | {a['verdict']} | {_f(t['mean'], 4)} [{_f(t['low'], 4)}, "
                         f"{_f(t['high'], 4)}] ({a['sign']['wins']}-{a['sign']['losses']}, p {a['sign']['p']:.3f}) | "
-                        + " | ".join(_saving_cell(sv[k]) for k in ("edits@0.90", "boxes@0.90", "images@0.90",
-                                                                  "edits@0.95", "boxes@0.95")) + " |")
+                        + " | ".join("not a measurement (see the check above)" if limited else _saving_cell(sv[k])
+                                     for k in ("edits@0.90", "boxes@0.90", "images@0.90", "edits@0.95",
+                                               "boxes@0.95")) + " |")
             reasons = sorted({c["auc"]["images"]["reason"] for d in g["arms"].values() for c in d["vs"].values()
                               if c["auc"]["images"]["verdict"] == "inconclusive"})
             lines += [f"- {r}" for r in reasons]

@@ -177,13 +177,14 @@ def _guard_test(ctx: StepContext, picks: list[dict], test: list[str]) -> list[di
 
 
 def within_box_budget(boxes: list[int], budget: int) -> int:
-    """How many picks, in rank order, an annotator with a budget of `budget` boxes labels: until the next one
-    would take the total past it, and at least one."""
+    """How many picks, in rank order, an annotator with a budget of `budget` boxes labels: one after another while
+    the boxes drawn so far are below the budget. A pick's boxes are known only once it is labelled, so the pick that
+    reaches or crosses the budget is labelled too (no look at an unbought pick's hidden labels), and at least one."""
     total = 0
     for i, b in enumerate(boxes):
-        if i and total + b > budget:
-            return i
         total += b
+        if total >= budget:
+            return i + 1
     return len(boxes)
 
 
