@@ -174,9 +174,9 @@ class SamplingConfig(_Strict):
     """combined: weight of the image's uncertainty (divided by the pool's highest)."""
     combined_diversity_weight: float = Field(0.0, ge=0)
     """combined: weight of the backbone-embedding distance to the nearest labelled or already-picked image. 0 by
-    default since the 480-batch ablation (docs/SIMULATE.md: 0.3 cost 0.010 test mAP50-95 of AUC on five seeds);
-    set it (e.g. 0.3) for a pool of near-duplicate frames, such as video, where a batch could take ten of one
-    scene."""
+    default since the 480-batch ablation (docs/SIMULATE_MATCHED.md, from scratch: 0.3 cost 0.010 test mAP50-95 of
+    AUC on five seeds); set it (e.g. 0.3) for a pool of near-duplicate frames, such as video, where a batch could
+    take ten of one scene."""
     combined_class_balance_weight: float = Field(0.2, ge=0)
     """combined: weight of max over classes of P(image holds the class) x inverse labelled frequency."""
     combined_class_balance_update: bool = False
