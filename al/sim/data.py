@@ -147,7 +147,7 @@ def prepare_seed_data(spec: SimSpec, seed: int, folder: Path) -> dict:
         raise SimulationError(f"the pool of seed {seed} holds {have} {spec.budget_unit}, fewer than the rounds' "
                               f"budgets add up to ({need} {spec.budget_unit}); raise --pool or lower --budget/--rounds "
                               f"(--budgets)")
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for sub in ("pool/images", "pool/labels_hidden", "full/images", "full/labels"):
         (tmp / sub).mkdir(parents=True)
@@ -175,6 +175,9 @@ def prepare_seed_data(spec: SimSpec, seed: int, folder: Path) -> dict:
             "test": len(splits["test"]), "source": str(Path(spec.data).resolve()),
             "images": sorted([*seed_set, *pool_imgs])}
     store.write_json(tmp / "seed_data.json", info)
+    if info_file.is_file():  # another process finished it meanwhile: the same draw, keep the first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return store.read_json(info_file)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return info

@@ -146,6 +146,8 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
                    f"time so far" if left else ""))
 
         todo = plan(spec, set(state["units"]))
+        for seed in dict.fromkeys(j.seed for j in todo):  # here, before units of one seed run side by side
+            prepare_seed_data(spec, seed, out / f"seed_{seed}" / "data")
         workers = min(spec.jobs, max(1, len(todo)))
         if stop_after_units is not None:
             workers = 1
