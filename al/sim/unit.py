@@ -111,7 +111,7 @@ def run_loop_unit(cfg_dict: dict, unit_dir: Path, tag: str, say: Callable[[str],
                 logfile.flush()
                 if ev.text.startswith(keep):
                     say(f"  [{tag}] {ev.text}")
-            elif isinstance(ev, EpochEnd) and ev.epoch % 10 == 0:
+            elif isinstance(ev, EpochEnd) and (ev.epoch % 10 == 0 or ev.epoch == ev.epochs):
                 say(f"  [{tag}] epoch {ev.epoch}/{ev.epochs}")
 
         bus = Listeners(relay)
