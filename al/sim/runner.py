@@ -138,7 +138,11 @@ def simulate(spec: SimSpec, *, say: Callable[[str], None] = print, stop_after_un
             pts = payload.get("rows") or [payload["row"]]
             from al.sim.results import write_results
 
-            write_results(spec, state, time.time() - t0, say=lambda _: None)  # results always cover what is done
+            try:  # results always cover what is done; a report that fails here must not stop the training
+                write_results(spec, state, time.time() - t0, say=lambda _: None)
+            except Exception as e:  # noqa: BLE001 - the final write below raises it with its traceback
+                log(f"WARNING: the intermediate results could not be written ({type(e).__name__}: {e}); the "
+                    f"final ones are written at the end")
             log(f"[{done}/{total}] {key} done in {secs:.0f} s: " + ", ".join(
                 f"{r[f'labelled_{spec.budget_unit}']}->{_num(r['test_map50_95'])}"
                 f" ({r.get('train_epochs')} ep)" for r in pts)
