@@ -50,6 +50,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--size", type=int, default=128, help="generated image side in pixels")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the generated dataset")
     ap.add_argument("--model", default=str(PRETRAINED), help="the start (default: the project's pretrained .pt)")
+    ap.add_argument("--max-epochs", type=int, default=40, help="a point's epoch cap (benchmarks/results/"
+                    "converged_probe: the compute check doubles it)")
+    ap.add_argument("--patience", type=int, default=10, help="epochs without a better validation fitness")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     ap.add_argument("--work", type=Path, default=None,
                     help="work folder (default /tmp/al_label_efficiency_<dataset>; kept: the same command continues)")
@@ -86,7 +89,8 @@ def main(argv=None) -> int:
     extra = ["--confirm-seeds", args.confirm_seeds] if args.confirm_seeds else []
     code = simulate_main(["--data", str(data), "--out", str(work / "simulation"), "--seed-set", str(args.seed_set),
                           "--pool", str(args.pool), "--budgets", args.budgets, "--seeds", args.seeds, "--arms",
-                          args.arms, "--model", args.model, "--protocol", "converged", *extra, *rest])
+                          args.arms, "--model", args.model, "--protocol", "converged", "--max-epochs",
+                          str(args.max_epochs), "--patience", str(args.patience), *extra, *rest])
     if (work / "simulation" / "simulation.md").is_file():  # also what a stopped run finished
         args.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(state, kept)
