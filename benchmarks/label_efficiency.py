@@ -53,6 +53,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--max-epochs", type=int, default=40, help="a point's epoch cap (benchmarks/results/"
                     "converged_probe: the compute check doubles it)")
     ap.add_argument("--patience", type=int, default=10, help="epochs without a better validation fitness")
+    ap.add_argument("--lr", type=float, default=0.001, help="AdamW lr0 (0.002 made some fine-tunes collapse to mAP "
+                    "0 for several epochs: benchmarks/results/converged_probe)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     ap.add_argument("--work", type=Path, default=None,
                     help="work folder (default /tmp/al_label_efficiency_<dataset>; kept: the same command continues)")
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     code = simulate_main(["--data", str(data), "--out", str(work / "simulation"), "--seed-set", str(args.seed_set),
                           "--pool", str(args.pool), "--budgets", args.budgets, "--seeds", args.seeds, "--arms",
                           args.arms, "--model", args.model, "--protocol", "converged", "--max-epochs",
-                          str(args.max_epochs), "--patience", str(args.patience), *extra, *rest])
+                          str(args.max_epochs), "--patience", str(args.patience), "--lr", str(args.lr), *extra, *rest])
     if (work / "simulation" / "simulation.md").is_file():  # also what a stopped run finished
         args.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(state, kept)
