@@ -7,21 +7,17 @@ Run: python -m al.data.demo --out demo_data [--seed 0] [--n-train 160] ...
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from al.core.errors import UserError
+from al.data import scenes
+from al.data.scenes import PaintedObject
 
 log = logging.getLogger("al")
 
@@ -44,14 +40,15 @@ class DemoDataError(UserError):
     """The demo output folder cannot be used; the message names it and the fix."""
 
 
-@dataclass(frozen=True)
-class DemoObject:
-    """One pasted digit: class id, visible pixel box [x1, y1, x2, y2) and its sample index in load_digits()."""
+_OUT = scenes.Output("demo dataset", manifest="demo_manifest.json", readme="SOURCE.md", error=DemoDataError,
+                     jpeg_quality=JPEG_QUALITY)
 
-    cls: int
-    box: tuple[int, int, int, int]
+
+@dataclass(frozen=True)
+class DemoObject(PaintedObject):
+    """One pasted digit, with its sample index in load_digits()."""
+
     digit_index: int
-    low_contrast: bool
 
 
 @dataclass
@@ -91,13 +88,11 @@ def load_sources() -> Sources:
 
 
 def _ultralytics_assets() -> list[Path]:
-    import importlib.util
-
-    spec = importlib.util.find_spec("ultralytics")  # locate the package without importing torch
-    if spec is None or not spec.submodule_search_locations:
+    package = scenes.package_dir("ultralytics")
+    if package is None:
         raise DemoDataError("ultralytics is not installed; the demo backgrounds come from its assets folder. "
                             "Install the project's dependencies (pip install -e .).")
-    assets = Path(list(spec.submodule_search_locations)[0]) / "assets"
+    assets = package / "assets"
     files = [assets / "bus.jpg", assets / "zidane.jpg"]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -122,26 +117,21 @@ def digit_alpha(digit8: np.ndarray, w: int, h: int) -> np.ndarray:
     """8x8 intensities (0..16) -> (h, w) opacity in [0, 1]; the blurry upscale is stretched back into strokes."""
     interp = cv2.INTER_CUBIC if max(w, h) >= 16 else cv2.INTER_LINEAR
     a = cv2.resize(np.asarray(digit8, np.float32) / 16.0, (int(w), int(h)), interpolation=interp)
-    a = np.clip((a - 0.15) / 0.6, 0.0, 1.0)
-    a[a < ALPHA_CUT] = 0.0
-    return a
+    return scenes.drop_faint(np.clip((a - 0.15) / 0.6, 0.0, 1.0), ALPHA_CUT)
 
 
 def _visible(alpha: np.ndarray, x0: int, y0: int, size: int):
     """Clip an alpha patch placed at (x0, y0): (visible ink share, box in image pixels, image and patch slices)."""
-    h, w = alpha.shape
-    ix1, iy1, ix2, iy2 = max(x0, 0), max(y0, 0), min(x0 + w, size), min(y0 + h, size)
     total = float(alpha.sum())
-    if ix2 <= ix1 or iy2 <= iy1 or total <= 0:
+    where = scenes.overlap(x0, y0, alpha.shape, (size, size))
+    if where is None or total <= 0:
         return 0.0, None, None, None
-    psl = (slice(iy1 - y0, iy2 - y0), slice(ix1 - x0, ix2 - x0))
+    isl, psl = where
     part = alpha[psl]
-    share = float(part.sum()) / total
-    rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
-    if not len(rows):
+    box = scenes.mask_box(part > 0, isl)
+    if box is None:
         return 0.0, None, None, None
-    box = (ix1 + int(cols[0]), iy1 + int(rows[0]), ix1 + int(cols[-1]) + 1, iy1 + int(rows[-1]) + 1)
-    return share, box, (slice(iy1, iy2), slice(ix1, ix2)), psl
+    return float(part.sum()) / total, box, isl, psl
 
 
 def paste_digit(img: np.ndarray, digit8: np.ndarray, x0: int, y0: int, w: int, h: int,
@@ -158,29 +148,9 @@ def paste_digit(img: np.ndarray, digit8: np.ndarray, x0: int, y0: int, w: int, h
     return box
 
 
-def _iou(a, b) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def _luma(bgr) -> float:
-    b, g, r = np.asarray(bgr, np.float32)[..., :3].reshape(-1, 3).mean(axis=0)
-    return 0.114 * b + 0.587 * g + 0.299 * r
-
-
 def _background(rng: np.random.Generator, photos: list[np.ndarray], size: int) -> np.ndarray:
     """A random square crop (random scale) of a random photo, resized to size x size, random brightness."""
-    photo = photos[int(rng.integers(len(photos)))]
-    H, W = photo.shape[:2]
-    side = max(16, int(min(H, W) * rng.uniform(0.25, 1.0)))
-    y, x = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
-    crop = photo[y:y + side, x:x + side]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    bg = cv2.resize(crop, (size, size), interpolation=interp).astype(np.float32)
+    bg = scenes.resize_square(scenes.random_crop(rng, photos, min_side=16, min_share=0.25), size)
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
     gain, offset = rng.uniform(0.6, 1.3), rng.uniform(-20, 20)
@@ -189,9 +159,11 @@ def _background(rng: np.random.Generator, photos: list[np.ndarray], size: int) -
 
 def _ink(rng: np.random.Generator, bg_luma: float, low_contrast: bool) -> np.ndarray:
     """An ink colour (BGR) that contrasts with the local background, or deliberately barely does."""
+    target: float | np.float32
     if low_contrast:
         sign = 1.0 if bg_luma < 128 else -1.0
-        target = bg_luma + sign * rng.uniform(20, 40)
+        # float32 on purpose: the pixels are pinned, and a float64 target rounds differently (rarely moves one).
+        target = np.float32(bg_luma) + sign * rng.uniform(20, 40)
     else:
         dark = bg_luma > 145 or (bg_luma >= 110 and rng.random() < 0.5)
         if rng.random() < 0.05:  # a few inks ignore the background entirely
@@ -224,13 +196,13 @@ def render_image(rng: np.random.Generator, src: Sources, allowed: np.ndarray, si
             share, box, isl, psl = _visible(alpha, x0, y0, size)
             if box is None or share < MIN_VISIBLE or box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
-            if any(_iou(box, o.box) >= MAX_IOU for o in objects):
+            if any(scenes.iou(box, o.box) >= MAX_IOU for o in objects):
                 continue
             low = bool(rng.random() < LOW_CONTRAST_RATE)
             mask = alpha[psl] > 0
-            colour = _ink(rng, _luma(img[isl][mask]), low)
+            colour = _ink(rng, scenes.luma(img[isl][mask]), low)
             paste_digit(img, src.digits[pos], x0, y0, w, h, colour, opacity=float(rng.uniform(0.8, 1.0)))
-            objects.append(DemoObject(cls, box, int(src.indices[pos]), low))
+            objects.append(DemoObject(cls=cls, box=box, low_contrast=low, digit_index=int(src.indices[pos])))
             break
     sigma = rng.uniform(0, 3)
     if sigma > 0.5:  # sensor-like noise over the whole frame, pasted digits included
@@ -238,87 +210,13 @@ def render_image(rng: np.random.Generator, src: Sources, allowed: np.ndarray, si
     return img, objects
 
 
-def yolo_lines(objects: list[DemoObject], size: int) -> str:
-    """Objects -> YOLO label text 'cls xc yc w h', normalised, 6 decimals (empty for a negative image)."""
-    lines = []
-    for o in objects:
-        x1, y1, x2, y2 = o.box
-        lines.append(f"{o.cls} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} "
-                     f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}")
-    return "".join(ln + "\n" for ln in lines)
-
-
-def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
-    if split == "pool":
-        return root / "pool" / "images", root / "pool" / "labels_hidden"
-    return root / "images" / split, root / "labels" / split
-
-
-def _manifest_key(m: dict) -> tuple:
-    return (m.get("schema"), m.get("generator_version"), m.get("seed"), m.get("size"), m.get("counts"),
-            m.get("names"))
-
-
-def _check_existing(out_dir: Path, manifest: dict) -> bool:
-    """True when out_dir already holds this exact demo; False when it is absent or empty; raises otherwise."""
-    if not out_dir.exists():
-        return False
-    fix = "Delete it or choose another --out path."
-    if not out_dir.is_dir():
-        raise DemoDataError(f"{out_dir}: exists and is not a folder. {fix}")
-    if not any(out_dir.iterdir()):
-        return False
-    mf = out_dir / "demo_manifest.json"
-    if not mf.is_file():
-        raise DemoDataError(f"{out_dir}: folder exists and is not a demo dataset (no demo_manifest.json). {fix}")
-    try:
-        old = json.loads(mf.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise DemoDataError(f"{mf}: unreadable demo manifest. {fix}") from None
-    if not isinstance(old, dict) or _manifest_key(old) != _manifest_key(manifest):
-        got = {k: old.get(k) for k in ("seed", "size", "counts", "generator_version")} if isinstance(old, dict) else old
-        raise DemoDataError(f"{out_dir}: holds a different demo dataset ({got}). {fix}")
-    for split, n in manifest["counts"].items():
-        idir, ldir = _split_dirs(out_dir, split)
-        n_img = len(list(idir.glob("*.jpg"))) if idir.is_dir() else 0
-        n_lab = len(list(ldir.glob("*.txt"))) if ldir.is_dir() else 0
-        if n_img != n or n_lab != n:
-            raise DemoDataError(f"{out_dir}: demo dataset is incomplete ({split}: {n_img} images, {n_lab} labels, "
-                                f"expected {n}). {fix}")
-    if not (out_dir / "data.yaml").is_file():
-        raise DemoDataError(f"{out_dir}: demo dataset has no data.yaml. {fix}")
-    return True
-
-
 def _write_split(root: Path, split: str, n: int, seed: int, src: Sources, allowed: np.ndarray, size: int
                  ) -> tuple[list[int], list[int], int]:
-    idir, ldir = _split_dirs(root, split)
-    idir.mkdir(parents=True, exist_ok=True)
-    ldir.mkdir(parents=True, exist_ok=True)
-    counts, used, negatives = [0] * len(NAMES), set(), 0
-    for i in range(n):
-        rng = np.random.default_rng([seed, SPLIT_CODE[split], i])
-        img, objects = render_image(rng, src, allowed, size)
-        stem = f"{split}_{i:05d}"
-        if not cv2.imwrite(str(idir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-            raise DemoDataError(f"{idir / (stem + '.jpg')}: could not write the image. Check disk space and "
-                                f"permissions of {root.parent}.")
-        (ldir / f"{stem}.txt").write_text(yolo_lines(objects, size), encoding="utf-8")
-        negatives += not objects
-        for o in objects:
-            counts[o.cls] += 1
-            used.add(o.digit_index)
-    return counts, sorted(used), negatives
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def _manifest_json(m: dict) -> str:
-    """One top-level key per line, values compact: readable, and the long index lists stay on one line."""
-    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in m.items())
-    return "{\n" + body + "\n}\n"
+    renders = (render_image(np.random.default_rng([seed, SPLIT_CODE[split], i]), src, allowed, size)
+               for i in range(n))
+    per_image = _OUT.write_split(root, split, renders)
+    used = sorted({o.digit_index for objects in per_image for o in objects})
+    return scenes.class_counts(per_image, len(NAMES)), used, sum(not objects for objects in per_image)
 
 
 def _source_md(src: Sources, manifest: dict) -> str:
@@ -333,8 +231,7 @@ def _source_md(src: Sources, manifest: dict) -> str:
             break
         except PackageNotFoundError:
             continue
-    rows = "\n".join(f"| {n} | {p.shape[1]}x{p.shape[0]} | `{_sha1(f)[:12]}` |"
-                     for n, p, f in zip(src.photo_names, src.photos, src.photo_files))
+    rows = scenes.sources_table(src.photo_names, src.photos, src.photo_files)
     c = manifest["counts"]
     return f"""# Demo dataset provenance
 
@@ -375,41 +272,25 @@ def generate_demo(out_dir: Path, *, seed: int = 0, n_train: int = 160, n_val: in
                             f"{counts}, size={size}.")
     manifest = {"schema": 1, "seed": int(seed), "counts": counts, "names": list(NAMES),
                 "generator_version": GENERATOR_VERSION, "size": int(size)}
-    if _check_existing(out_dir, manifest):
+    if _OUT.check(out_dir, manifest):
         log.info("demo data already present in %s", out_dir)
         return out_dir / "data.yaml"
 
     src = load_sources()
     split_pos = digit_split(src.targets, int(seed))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a crash leaves only a hidden temp folder, never a half dataset.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+
+    def fill(folder: Path) -> str:
         class_counts, used, negatives = {}, {}, {}
         for split in SPLITS:
             allowed = split_pos["test" if split == "test" else "fit"]
             class_counts[split], used[split], negatives[split] = _write_split(
-                tmp, split, counts[split], int(seed), src, allowed, int(size))
-        manifest |= {"class_counts": class_counts, "negatives": negatives,
-                     "digit_split": {k: src.indices[v].tolist() for k, v in split_pos.items()},
-                     "digits_used": used}
-        data = {"path": str(out_dir), "train": "images/train", "val": "images/val", "test": "images/test",
-                "names": dict(enumerate(NAMES))}
-        (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        (tmp / "SOURCE.md").write_text(_source_md(src, manifest), encoding="utf-8")
-        (tmp / "demo_manifest.json").write_text(_manifest_json(manifest), encoding="utf-8")
-        try:
-            os.rename(tmp, out_dir)  # replaces a missing or empty folder atomically
-        except OSError:
-            if _check_existing(out_dir, manifest):  # another process finished the same demo first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return out_dir / "data.yaml"
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("demo data written to %s", out_dir)
-    return out_dir / "data.yaml"
+                folder, split, counts[split], int(seed), src, allowed, int(size))
+        manifest.update({"class_counts": class_counts, "negatives": negatives,
+                         "digit_split": {k: src.indices[v].tolist() for k, v in split_pos.items()},
+                         "digits_used": used})
+        return _source_md(src, manifest)
+
+    return _OUT.build(out_dir, manifest, NAMES, fill)
 
 
 def main(argv: list[str] | None = None) -> int:

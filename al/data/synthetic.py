@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
-import importlib.util
-import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from al.core.errors import UserError
+from al.data import scenes
+from al.data.scenes import PaintedObject
 
 log = logging.getLogger("al")
 
@@ -70,13 +65,8 @@ class SyntheticDataError(UserError):
     """A synthetic dataset cannot be written or read back; the message names the folder and the fix."""
 
 
-@dataclass(frozen=True)
-class SynthObject:
-    """One painted object: class id and the pixel box [x1, y1, x2, y2) of its visible paint (x2/y2 exclusive)."""
-
-    cls: int
-    box: tuple[int, int, int, int]
-    low_contrast: bool
+_OUT = scenes.Output("synthetic dataset", manifest=MANIFEST, readme="README.md", error=SyntheticDataError,
+                     jpeg_quality=JPEG_QUALITY)
 
 
 @dataclass(frozen=True)
@@ -113,23 +103,19 @@ class Scene:
     def fit(self, alpha: np.ndarray, x0: int, y0: int):
         """Where `alpha` (a patch with its top-left at x0, y0, possibly off-image) would go, or None when too
         little of it is inside the image or it would hide too much of an earlier object or overlap its box."""
-        h, w = self.owner.shape
-        ph, pw = alpha.shape
-        ix1, iy1, ix2, iy2 = max(x0, 0), max(y0, 0), min(x0 + pw, w), min(y0 + ph, h)
-        if ix2 <= ix1 or iy2 <= iy1:
+        slices = scenes.overlap(x0, y0, alpha.shape, self.owner.shape)
+        if slices is None:
             return None
-        psl = (slice(iy1 - y0, iy2 - y0), slice(ix1 - x0, ix2 - x0))
-        isl = (slice(iy1, iy2), slice(ix1, ix2))
+        isl, psl = slices
         mask = alpha[psl] > 0
         total = int(np.count_nonzero(alpha))
         n = int(np.count_nonzero(mask))
         if total == 0 or n < MIN_VISIBLE * total or n < 4:
             return None
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        box = (ix1 + int(cols[0]), iy1 + int(rows[0]), ix1 + int(cols[-1]) + 1, iy1 + int(rows[-1]) + 1)
-        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        box = scenes.mask_box(mask, isl)
+        if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
             return None
-        if any(_iou(box, b) > MAX_IOU for b in self.placed):
+        if any(scenes.iou(box, b) > MAX_IOU for b in self.placed):
             return None
         covered = self._covered(self.owner[isl][mask])
         if np.any(np.asarray(self.kept) - covered < MIN_KEPT * np.asarray(self.painted)):
@@ -158,13 +144,13 @@ class Scene:
         self.low.append(low)
         self.cls.append(cls)
 
-    def objects(self) -> list[SynthObject]:
+    def objects(self) -> list[PaintedObject]:
         """The objects with boxes tight around the paint each still shows."""
         out = []
         for k in range(len(self.kept)):
             ys, xs = np.nonzero(self.owner == k)
             box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-            out.append(SynthObject(self.cls[k], box, self.low[k]))
+            out.append(PaintedObject(self.cls[k], box, self.low[k]))
         return out
 
     def finish(self, rng: np.random.Generator) -> np.ndarray:
@@ -176,24 +162,10 @@ class Scene:
         return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def _iou(a, b) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def _luma(bgr) -> float:
-    b, g, r = np.asarray(bgr, np.float32)[..., :3].reshape(-1, 3).mean(axis=0)
-    return float(0.114 * b + 0.587 * g + 0.299 * r)
-
-
 def _colour_near_luma(rng: np.random.Generator, target: float) -> np.ndarray:
     """A random hue and saturation (BGR) shifted to about the given luma."""
     c = rng.uniform(0, 255, 3) * rng.uniform(0.2, 1.0) + rng.uniform(0, 255) * 0.3
-    return np.clip(c + (target - _luma(c)), 0, 255).astype(np.float32)
+    return np.clip(c + (target - scenes.luma(c)), 0, 255).astype(np.float32)
 
 
 def _contrasting(rng: np.random.Generator, bg_luma: float, low: bool) -> np.ndarray:
@@ -219,12 +191,6 @@ def _place_object(rng: np.random.Generator, scene: Scene, alpha: np.ndarray, tri
         if where is not None:
             return where
     return None
-
-
-def _cut(alpha: np.ndarray) -> np.ndarray:
-    alpha = alpha.astype(np.float32)
-    alpha[alpha < ALPHA_CUT] = 0.0
-    return alpha
 
 
 # ------------------------------------------------------------------------------------------------------- shapes
@@ -267,7 +233,7 @@ def shape_alpha(name: str, diameter: float, angle: float, param: float = 0.5) ->
         poly = np.round((pts + c) * 16).astype(np.int32)  # 4 fractional bits: sub-pixel vertices
         cv2.fillPoly(canvas, [poly], 255, lineType=cv2.LINE_8, shift=4)
     small = cv2.resize(canvas, (n, n), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    return _cut(small)
+    return scenes.drop_faint(small, ALPHA_CUT)
 
 
 _SHAPE_PARAM = {"circle": (0.5, 0.5), "square": (0.5, 0.5), "triangle": (0.5, 0.5), "star": (0.38, 0.52),
@@ -336,7 +302,7 @@ def shapes_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def render_shapes_image(rng: np.random.Generator, side: int) -> tuple[np.ndarray, list[SynthObject]]:
+def render_shapes_image(rng: np.random.Generator, side: int) -> tuple[np.ndarray, list[PaintedObject]]:
     """One shapes image (BGR uint8, side x side) and its objects: 1-8 primitives of any colour."""
     scene = Scene(shapes_background(rng, side, side))
     d_max = min(SHAPES_DIAMETER[1], side * 0.4)
@@ -351,7 +317,7 @@ def render_shapes_image(rng: np.random.Generator, side: int) -> tuple[np.ndarray
             continue
         low = bool(rng.random() < SHAPES_LOW_CONTRAST_RATE)
         isl, psl, _ = where
-        bg = _luma(scene.img[isl][alpha[psl] > 0])
+        bg = scenes.luma(scene.img[isl][alpha[psl] > 0])
         colour = _contrasting(rng, bg, low)
         ph, pw = alpha.shape
         yy, xx = np.mgrid[0:ph, 0:pw].astype(np.float32)
@@ -366,11 +332,11 @@ def render_shapes_image(rng: np.random.Generator, side: int) -> tuple[np.ndarray
 
 
 def _mpl_data() -> Path:
-    spec = importlib.util.find_spec("matplotlib")  # locate the package's data without importing it
-    if spec is None or not spec.submodule_search_locations:
+    package = scenes.package_dir("matplotlib")
+    if package is None:
         raise SyntheticDataError("matplotlib is not installed; the symbols dataset takes its font and backgrounds "
                                  "from matplotlib's mpl-data folder. Install the project (pip install -e .).")
-    return Path(list(spec.submodule_search_locations)[0]) / "mpl-data"
+    return package / "mpl-data"
 
 
 @dataclass
@@ -470,15 +436,10 @@ def load_symbol_sources() -> SymbolSources:
 def photo_background(rng: np.random.Generator, photos: list[np.ndarray], size: int) -> np.ndarray:
     """A random square crop (random scale, flips) of a random image, resized to size x size, colour-jittered."""
     for _ in range(6):  # parts of some images are flat (the MRI's black surround): look again
-        photo = photos[int(rng.integers(len(photos)))]
-        H, W = photo.shape[:2]
-        side = max(24, int(min(H, W) * rng.uniform(0.2, 1.0)))
-        y, x = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
-        crop = photo[y:y + side, x:x + side]
+        crop = scenes.random_crop(rng, photos, min_side=24, min_share=0.2)
         if float(crop.std()) > 12:
             break
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    bg = cv2.resize(crop, (size, size), interpolation=interp).astype(np.float32)
+    bg = scenes.resize_square(crop, size)
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
     if rng.random() < 0.5:
@@ -505,11 +466,11 @@ def glyph_alpha(mask: np.ndarray, height: float, stretch: float, slant: float, a
     shift = np.array([ow / 2, oh / 2]) - m @ np.array([w / 2, h / 2])
     out = cv2.warpAffine(small, np.hstack([m, shift[:, None]]).astype(np.float32), (ow, oh),
                          flags=cv2.INTER_LINEAR, borderValue=0)
-    return _cut(out)
+    return scenes.drop_faint(out, ALPHA_CUT)
 
 
 def render_symbols_image(rng: np.random.Generator, src: SymbolSources, size: int, style: GlyphStyle
-                         ) -> tuple[np.ndarray, list[SynthObject]]:
+                         ) -> tuple[np.ndarray, list[PaintedObject]]:
     """One symbols image (BGR uint8, size x size) and its objects: 3-15 glyphs in `style` on a real-image crop."""
     scene = Scene(photo_background(rng, src.backgrounds, size))
     lo, hi = SYMBOLS_HEIGHT[0] * size, SYMBOLS_HEIGHT[1] * size
@@ -524,18 +485,12 @@ def render_symbols_image(rng: np.random.Generator, src: SymbolSources, size: int
             continue
         low = bool(rng.random() < SYMBOLS_LOW_CONTRAST_RATE)
         isl, psl, _ = where
-        colour = _contrasting(rng, _luma(scene.img[isl][alpha[psl] > 0]), low)
+        colour = _contrasting(rng, scenes.luma(scene.img[isl][alpha[psl] > 0]), low)
         scene.paint(alpha, where, colour, cls, low, opacity=float(rng.uniform(0.8, 1.0)))
     return scene.finish(rng), scene.objects()
 
 
 # -------------------------------------------------------------------------------------------- writing datasets
-
-
-def yolo_lines(objects: list[SynthObject], width: int, height: int) -> str:
-    """Objects -> YOLO label text 'cls xc yc w h', normalised, 6 decimals."""
-    return "".join(f"{o.cls} {(o.box[0] + o.box[2]) / 2 / width:.6f} {(o.box[1] + o.box[3]) / 2 / height:.6f} "
-                   f"{(o.box[2] - o.box[0]) / width:.6f} {(o.box[3] - o.box[1]) / height:.6f}\n" for o in objects)
 
 
 @dataclass(frozen=True)
@@ -545,74 +500,18 @@ class _Kind:
     name: str
     names: list[str]
     settings: dict
-    render: Callable[[np.random.Generator, str], tuple[np.ndarray, list[SynthObject]]]
+    render: Callable[[np.random.Generator, str], tuple[np.ndarray, list[PaintedObject]]]
     readme: Callable[[dict], str]
 
 
-def _manifest_key(m: dict) -> tuple:
-    return tuple(m.get(k) for k in ("schema", "generator", "generator_version", "seed", "size", "min_size", "counts",
-                                    "names"))
-
-
-def _check_existing(out_dir: Path, manifest: dict) -> bool:
-    """True when out_dir already holds this exact dataset; False when it is absent or empty; raises otherwise."""
-    kind = manifest["generator"]
-    if not out_dir.exists():
-        return False
-    fix = "Delete it or choose another --out folder."
-    if not out_dir.is_dir():
-        raise SyntheticDataError(f"{out_dir}: exists and is not a folder. {fix}")
-    if not any(out_dir.iterdir()):
-        return False
-    mf = out_dir / MANIFEST
-    if not mf.is_file():
-        raise SyntheticDataError(f"{out_dir}: folder is not empty and is not a {kind} dataset of this generator (no "
-                                 f"{MANIFEST}); nothing was written or deleted. {fix}")
-    try:
-        old = json.loads(mf.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise SyntheticDataError(f"{mf}: unreadable manifest; nothing was written or deleted. {fix}") from None
-    if not isinstance(old, dict) or _manifest_key(old) != _manifest_key(manifest):
-        got = ({k: old.get(k) for k in ("generator", "seed", "size", "min_size", "counts", "generator_version")}
-               if isinstance(old, dict) else old)
-        raise SyntheticDataError(f"{out_dir}: holds another synthetic dataset ({got}); nothing was written or "
-                                 f"deleted. {fix}")
-    for split, n in manifest["counts"].items():
-        n_img = len(list((out_dir / "images" / split).glob("*.jpg")))
-        n_lab = len(list((out_dir / "labels" / split).glob("*.txt")))
-        if n_img != n or n_lab != n:
-            raise SyntheticDataError(f"{out_dir}: {kind} dataset is incomplete ({split}: {n_img} images, {n_lab} "
-                                     f"labels, expected {n}). {fix}")
-    if not (out_dir / "data.yaml").is_file():
-        raise SyntheticDataError(f"{out_dir}: {kind} dataset has no data.yaml. {fix}")
-    return True
-
-
 def _write_split(root: Path, kind: _Kind, split: str, n: int, seed: int) -> dict:
-    idir, ldir = root / "images" / split, root / "labels" / split
-    idir.mkdir(parents=True)
-    ldir.mkdir(parents=True)
-    counts = [0] * len(kind.names)
-    per_image = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, KIND_CODE[kind.name], SPLIT_CODE[split], i])
-        img, objects = kind.render(rng, split)
-        stem = f"{split}_{i:05d}"
-        if not cv2.imwrite(str(idir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-            raise SyntheticDataError(f"{idir / (stem + '.jpg')}: could not write the image. Check disk space and "
-                                     f"permissions of {root.parent}.")
-        (ldir / f"{stem}.txt").write_text(yolo_lines(objects, img.shape[1], img.shape[0]), encoding="utf-8")
-        per_image.append(len(objects))
-        for o in objects:
-            counts[o.cls] += 1
-    return {"class_counts": counts, "objects": int(sum(per_image)),
+    renders = (kind.render(np.random.default_rng([seed, KIND_CODE[kind.name], SPLIT_CODE[split], i]), split)
+               for i in range(n))
+    objects = _OUT.write_split(root, split, renders)
+    per_image = [len(o) for o in objects]
+    return {"class_counts": scenes.class_counts(objects, len(kind.names)), "objects": int(sum(per_image)),
             "objects_per_image": [int(min(per_image, default=0)), round(float(np.mean(per_image or [0])), 2),
                                   int(max(per_image, default=0))]}
-
-
-def _manifest_json(m: dict) -> str:
-    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in m.items())
-    return "{\n" + body + "\n}\n"
 
 
 def _generate(out_dir: Path, kind: _Kind, *, seed: int, counts: dict[str, int], size: int, min_size: int) -> Path:
@@ -624,32 +523,16 @@ def _generate(out_dir: Path, kind: _Kind, *, seed: int, counts: dict[str, int], 
     manifest = {"schema": 1, "generator": kind.name, "generator_version": GENERATOR_VERSION, "seed": int(seed),
                 "size": int(size), "min_size": int(min_size), "counts": {k: int(v) for k, v in counts.items()},
                 "names": list(kind.names)}
-    if _check_existing(out_dir, manifest):
+    if _OUT.check(out_dir, manifest):
         log.info("%s data already present in %s", kind.name, out_dir)
         return out_dir / "data.yaml"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a crash leaves only a hidden temp folder, never a half dataset.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        stats = {s: _write_split(tmp, kind, s, int(counts[s]), int(seed)) for s in SPLITS}
-        manifest |= {"settings": kind.settings, "splits": stats}
-        data = {"path": str(out_dir), "train": "images/train", "val": "images/val", "test": "images/test",
-                "names": dict(enumerate(kind.names))}
-        (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        (tmp / "README.md").write_text(kind.readme(manifest), encoding="utf-8")
-        (tmp / MANIFEST).write_text(_manifest_json(manifest), encoding="utf-8")
-        try:
-            os.rename(tmp, out_dir)  # replaces a missing or empty folder atomically
-        except OSError:
-            if _check_existing(out_dir, manifest):  # another process finished the same dataset first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return out_dir / "data.yaml"
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("%s data written to %s", kind.name, out_dir)
-    return out_dir / "data.yaml"
+
+    def fill(folder: Path) -> str:
+        stats = {s: _write_split(folder, kind, s, int(counts[s]), int(seed)) for s in SPLITS}
+        manifest.update({"settings": kind.settings, "splits": stats})
+        return kind.readme(manifest)
+
+    return _OUT.build(out_dir, manifest, kind.names, fill)
 
 
 def _counts_table(m: dict) -> str:
@@ -693,8 +576,7 @@ Gaussian sensor noise over the finished image. JPEG quality {JPEG_QUALITY}.
 
 def _symbols_readme(src: SymbolSources) -> Callable[[dict], str]:
     def readme(m: dict) -> str:
-        rows = "\n".join(f"| {n} | {img.shape[1]}x{img.shape[0]} | `{_sha1(f)[:12]}` |"
-                         for n, img, f in zip(src.background_names, src.backgrounds, src.background_files))
+        rows = scenes.sources_table(src.background_names, src.backgrounds, src.background_files)
         classes = ", ".join(f"{n} {SYMBOL_GLYPHS[n]} (U+{ord(SYMBOL_GLYPHS[n]):04X}, p={p:.2f})"
                             for n, p in zip(SYMBOLS_NAMES, SYMBOLS_PROBS))
         lo, hi = SYMBOLS_HEIGHT[0] * m["size"], SYMBOLS_HEIGHT[1] * m["size"]
@@ -733,10 +615,6 @@ of:
     return readme
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def generate_shapes(out_dir: Path, *, seed: int = 0, n_train: int = 2400, n_val: int = 200, n_test: int = 200,
                     size: int = 128, min_size: int | None = None) -> Path:
     """Write the shapes dataset to out_dir (crash-safe, idempotent) and return its data.yaml path. Each image's side
@@ -757,7 +635,7 @@ def generate_symbols(out_dir: Path, *, seed: int = 0, n_train: int = 360, n_val:
                      size: int = 128) -> Path:
     """Write the symbols dataset to out_dir (crash-safe, idempotent) and return its data.yaml path."""
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    if _check_existing(Path(out_dir).expanduser().absolute(), {
+    if _OUT.check(Path(out_dir).expanduser().absolute(), {
             "schema": 1, "generator": "symbols", "generator_version": GENERATOR_VERSION, "seed": int(seed),
             "size": int(size), "min_size": int(size), "counts": counts, "names": SYMBOLS_NAMES}):
         return Path(out_dir).expanduser().absolute() / "data.yaml"  # present: no need to load the sources
