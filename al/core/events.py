@@ -124,7 +124,8 @@ class RunFailed(Event):
     iteration: int
     step: str
     message: str
-    resume_command: str
+    resume_command: str | None
+    """None when --resume would stop at the same error: the message names the command that goes on."""
     saved: bool = True
     """False when even the failed state could not be written (a full disk): run_state.json keeps the last state
     that was saved, which --resume continues from just as well."""

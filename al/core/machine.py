@@ -222,7 +222,8 @@ def _failed(ctx: StepContext, flow: Flow, error: BaseException | str) -> int:
     if getattr(error, "errno", None) in store.DISK_FULL:
         store.release(ctx.env.paths.reserve)  # the ballast's room lets the failed state be written
     saved = flow.step in STEPS and _fire(flow, "fail") is None
-    ctx.ui.emit(RunFailed(ctx.state.iteration, step, msg, ctx.env.resume_command(), saved=saved))
+    resume = ctx.env.resume_command() if getattr(error, "resumable", True) else None
+    ctx.ui.emit(RunFailed(ctx.state.iteration, step, msg, resume, saved=saved))
     return 1
 
 

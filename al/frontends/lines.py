@@ -65,8 +65,10 @@ def render(ev: Event) -> list[Line]:
     if isinstance(ev, RunFailed):
         saved = ("The run is saved" if ev.saved else
                  "The failure could not be recorded; run_state.json keeps the last saved step")
+        then = (f"after fixing the cause, resume with: {ev.resume_command}" if ev.resume_command else
+                "go on with the command the error above names (--resume would stop at the same error)")
         return [(f"[ERROR] Iteration {ev.iteration}, step '{ev.step}': {ev.message}\n"
-                 f"[ERROR] {saved}; after fixing the cause, resume with: {ev.resume_command}", "error")]
+                 f"[ERROR] {saved}; {then}", "error")]
     if isinstance(ev, RunFinished):
         f1 = "n/a" if ev.final_f1 is None else f"{ev.final_f1:.4f}"
         return [(f"{BAR}\nACTIVE LEARNING COMPLETE\n{BAR}\nReason: {ev.reason}\nFinal F1: {f1}\n"

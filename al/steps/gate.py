@@ -20,7 +20,7 @@ import numpy as np
 
 from al.core import artifacts, store
 from al.core.context import StepContext
-from al.core.errors import StepError
+from al.core.errors import RedoError, StepError
 from al.core.events import GateVerdict, Message
 from al.core.paths import RunPaths
 from al.data import dataset, hashing
@@ -183,7 +183,7 @@ def run(ctx: StepContext, ds: artifacts.DecisionSet, decision: artifacts.Decisio
         champ = load_arrays(paths, before)
         chall = load_arrays(paths, k)
         if champ.images != chall.images:
-            raise StepError(f"{paths.decision_eval(before)}: measured on other images than {paths.decision_set} "
+            raise RedoError(f"{paths.decision_eval(before)}: measured on other images than {paths.decision_set} "
                             f"lists; redo iteration {before} with --start-iteration {before}.")
         r = stats.compare(champ, chall, names, metric=gc.metric, margin=gc.margin,
                           require_significant=gc.require_significant, confidence=gc.confidence,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from al.core import prompts, store
 from al.core.context import StepContext
-from al.core.errors import Interrupted, StepError
+from al.core.errors import Interrupted, RedoError, StepError
 from al.core.events import EpochEnd, Message, Progress
 from al.core.paths import good_copy
 from al.data import hashing
@@ -281,7 +281,7 @@ def run(ctx: StepContext) -> str:
     paths = ctx.env.paths
     target = target_iteration(ctx)
     if not paths.dataset_yaml(target).is_file():
-        raise StepError(f"Dataset version {target} missing ({paths.dataset_yaml(target)}); re-run review with "
+        raise RedoError(f"Dataset version {target} missing ({paths.dataset_yaml(target)}); re-run review with "
                         f"--start-iteration {target}.")
     spec = train_spec(ctx, target)
     if target == 0 and ctx.env.cfg.model.initial_weights is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from al.core import artifacts, prompts, store
 from al.core.context import StepContext
-from al.core.errors import StepError
+from al.core.errors import RedoError, StepError
 from al.core.events import Message, ReviewRequired
 from al.core.paths import RunPaths
 from al.data import dataset, hashing, manifest
@@ -130,7 +130,7 @@ def _labels_for_picks(ctx: StepContext, picks: list[dict], names: list[str], mod
         img = pk["image"]
         rec = recs.get(img)
         if rec is None:
-            raise StepError(f"{img}: picked but absent from this iteration's predictions; re-run extract "
+            raise RedoError(f"{img}: picked but absent from this iteration's predictions; re-run extract "
                             f"(--start-iteration {ctx.iteration}).")
         w, h = rec["width"], rec["height"]
         if thr is not None:  # mode == "pseudo"

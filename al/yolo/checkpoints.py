@@ -26,7 +26,9 @@ from al.core.paths import good_copy
 
 class CheckpointError(UserError):
     """A checkpoint the loop needs is missing or does not load, and no verified copy exists; the message says
-    which file and the command that re-makes it."""
+    which file and the command that re-makes it (--resume would meet the same loss)."""
+
+    resumable = False
 
 
 def problem_of_bytes(data: bytes) -> str | None:

@@ -336,10 +336,16 @@ class LoopApp(App[int]):
         tl = self.query_one(StepTimeline)
         tl.timeline.ended(ev.step, FAILED)
         tl.show(self.clock())
-        self._status("FAILED", f"step '{ev.step}' of iteration {ev.iteration} · resume: {ev.resume_command}")
-        self.query_one(StepProgress).idle(f"Step '{ev.step}' failed; fix the cause, then resume with:\n"
-                                          f"{ev.resume_command}")
-        self.last_error = (f"Step '{ev.step}' failed (iteration {ev.iteration})", ev.message, ev.resume_command)
+        if ev.resume_command:
+            self._status("FAILED", f"step '{ev.step}' of iteration {ev.iteration} · resume: {ev.resume_command}")
+            self.query_one(StepProgress).idle(f"Step '{ev.step}' failed; fix the cause, then resume with:\n"
+                                              f"{ev.resume_command}")
+        else:  # --resume would stop at the same error: only the command the message names goes on
+            self._status("FAILED", f"step '{ev.step}' of iteration {ev.iteration} · see the error for the command")
+            self.query_one(StepProgress).idle(f"Step '{ev.step}' failed; go on with the command the error names:\n"
+                                              f"{ev.message}")
+        self.last_error = (f"Step '{ev.step}' failed (iteration {ev.iteration})", ev.message,
+                           ev.resume_command or "")
         self.action_show_error()
 
     def _on_RunFinished(self, ev: RunFinished) -> None:
