@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from al.core import yaml_problems
 from al.core.errors import UserError
 
 
@@ -759,24 +760,27 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 def parse_yaml(text: str, where: Path | str) -> Any:
     """yaml.safe_load, refusing what it accepts silently: a key given twice in one mapping (the later value would
-    win) and aliases that expand to more than MAX_YAML_VALUES values or refer to themselves. Raises ConfigError
-    naming the file and the line."""
-    loader = yaml.SafeLoader(text)
+    win) and aliases that expand to more than MAX_YAML_VALUES values or refer to themselves; and refusing, before
+    anything is constructed, every tag but those of plain values. Raises ConfigError naming the file and the line
+    to fix (al.core.yaml_problems)."""
+    loader = yaml_problems.Loader(text)
     try:
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f"{where}:{mark.line + 1}" if mark else str(where)
-            raise ConfigError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
+            raise ConfigError(yaml_problems.syntax_problem(e, text, where)) from None
         except RecursionError:
             raise ConfigError(f"{where}: nested too deeply to be read. Flatten the document.") from None
         if node is None:
             return None
-        problems = _alias_problems(node, where) or _duplicate_keys(node, where)
+        problems = (_alias_problems(node, where) or yaml_problems.tag_problems(text, where)
+                    or _duplicate_keys(node, where))
         if problems:
             raise ConfigError("\n".join(problems))
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (yaml.YAMLError, ValueError, TypeError, KeyError) as e:  # `!!int abc`, a date 2024-13-01, `<<: 3`
+            raise ConfigError(yaml_problems.construct_problem(e, where, loader.last)) from None
     finally:
         loader.dispose()
 
@@ -1073,8 +1077,8 @@ def _model_target_problems(cfg: Config, path: Path, text: str) -> list[str]:
 def _dataset_names(data_yaml: Path) -> list[str] | None:
     """Class names of a data.yaml (list or {id: name}); None when it cannot be read (the dataset check says why)."""
     try:
-        names = yaml.safe_load(data_yaml.read_text(encoding="utf-8")).get("names")
-    except (OSError, yaml.YAMLError, AttributeError):
+        names = parse_yaml(data_yaml.read_text(encoding="utf-8-sig"), data_yaml).get("names")
+    except (OSError, UnicodeDecodeError, ConfigError, AttributeError):
         return None
     if isinstance(names, dict):
         return [str(names[k]) for k in sorted(names)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from al.core import store
-from al.core.config import RoboflowReviewConfig
+from al.core.config import ConfigError, RoboflowReviewConfig, parse_yaml
 from al.core.context import StepContext
 from al.core.errors import Interrupted
 from al.core.events import Event, Message, Progress
@@ -400,14 +400,17 @@ def export_images(root: Path) -> list[Path]:
 
 
 def export_names(root: Path) -> list[str]:
-    import yaml
-
     yml = root / "data.yaml"
     try:
-        raw = yaml.safe_load(yml.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+        raw = parse_yaml(yml.read_text(encoding="utf-8-sig"), yml) or {}
+    except (OSError, UnicodeDecodeError) as e:
         raise ReviewError(f"{yml}: cannot read the export's data.yaml ({e}). Download the version again "
                           f"(delete {root}) and --resume.") from None
+    except ConfigError as e:  # a syntax error or a tag: the download is not Roboflow's export as it made it
+        raise ReviewError(f"{e}; or download the version again (delete {root}) and --resume.") from None
+    if not isinstance(raw, dict):
+        raise ReviewError(f"{yml}: the export's data.yaml is not a mapping (names:, train:, ...). Download the "
+                          f"version again (delete {root}) and --resume.")
     n = raw.get("names")
     if isinstance(n, dict):
         return [str(n[k]) for k in sorted(n, key=int)]

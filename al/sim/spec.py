@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
+from al.core.config import ConfigError, parse_yaml
 from al.core.errors import UserError
 
 STRATEGIES = ("random", "entropy", "combined", "most_boxes", "diversity")
@@ -218,7 +217,11 @@ def arm_strategy(arm: str) -> tuple[str, dict]:
         if not eq or not key.strip():
             raise SimulationError(f"--arms {arm!r}: {item!r} is not key=value; write e.g. "
                                   f"combined@combined_diversity_weight=0.5+hard_negative_share=0")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = parse_yaml(value, "value")
+        except ConfigError:  # a tag, or a syntax error (an unclosed '[')
+            raise SimulationError(f"--arms {arm!r}: {value!r} is not a plain YAML value; write a number, true/false "
+                                  f"or a word, e.g. {key.strip()}=0.5") from None
     return name.strip(), out
 
 

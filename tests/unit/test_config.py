@@ -73,7 +73,7 @@ def test_missing_files_and_sections(tmp_path, tiny_data):
         load_config(_write(tmp_path, "dataset:\n  data_yaml: nope.yaml\n"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
-    with pytest.raises(ConfigError, match=r"c\.yaml:3: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: not valid YAML: the '\[' opened on this line is not closed"):
         load_config(_write(tmp_path, "dataset:\n  data_yaml: [oops\n"))
     with pytest.raises(ConfigError, match="mining_source' = 'pool' needs dataset.pool_dir"):
         load_config(_write(tmp_path, f"dataset:\n  data_yaml: {tiny_data}\n  mining_source: pool\n"))
