@@ -6,6 +6,7 @@ import logging
 import re
 import shutil
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,11 +43,20 @@ def _test_copies(splits: dict[str, list[str]]) -> dict[str, str]:
     return {p: test[h] for k in ("train", "val") for p in splits[k] if (h := hashing.file_hash(p)) in test}
 
 
-def _test_near_duplicates(splits: dict[str, list[str]], distance: int) -> list[dict]:
-    """Training images whose perceptual hash is within `distance` of a test image (the manifest's check)."""
-    man = manifest.Manifest(0, {p: {"split": k, "phash": manifest.phash(p)} for k in ("train", "test")
-                                for p in splits[k]})
-    return manifest.near_duplicates(man, list(dict.fromkeys(splits["train"])), distance)
+def _near_duplicates(splits: dict[str, list[str]], distance: int) -> dict[str, list[dict]]:
+    """'val' and 'test' -> the training images whose perceptual hash is within `distance` of an image of that split
+    (the manifest's check). Byte copies are not listed: _split_overlaps and _test_copies deal with them."""
+    train = list(dict.fromkeys(splits["train"]))
+    ph = {p: manifest.phash(p) for p in dict.fromkeys(train + splits["val"] + splits["test"])}
+    out = {}
+    for other in ("val", "test"):
+        theirs = set(splits[other])
+        mine = [p for p in train if p not in theirs]
+        man = manifest.Manifest(0, {**{p: {"split": other, "phash": ph[p]} for p in theirs},
+                                    **{p: {"split": "train", "phash": ph[p]} for p in mine}})
+        out[other] = [d for d in manifest.near_duplicates(man, mine, distance)
+                      if hashing.file_hash(d["image"]) != hashing.file_hash(d["other"])]
+    return out
 
 
 def _listed(items: list[str], where: Path, most: int = 10) -> str:
@@ -55,66 +65,143 @@ def _listed(items: list[str], where: Path, most: int = 10) -> str:
     return "; ".join(items[:most]) + more + f" (all listed in {where})"
 
 
-def _warn_test_near_duplicates(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, list[str]]
-                               ) -> list[dict]:
-    """Warn about training images that are near-duplicates of test images (review.near_duplicate_distance; null
-    turns the check off); returns the pairs."""
+def _warn(ui: Frontend, notes: list[str] | None, text: str) -> None:
+    """A warning on the console, kept in `notes` (dataset version 0 records them; every iteration report shows
+    them)."""
+    ui.emit(Message(text, "warning"))
+    if notes is not None:
+        notes.append(text)
+
+
+def _warn_near_duplicates(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, list[str]],
+                          notes: list[str]) -> dict[str, list[dict]]:
+    """Warn about training images that are near-duplicates of validation or of test images
+    (review.near_duplicate_distance; null turns the check off); returns the pairs by split."""
     near = cfg.review.near_duplicate_distance
-    if near is None or not splits["test"]:
-        return []
-    pairs = _test_near_duplicates(splits, near)
-    if pairs:
-        shown = _listed([f"{d['image']} ~ test {d['other']} (distance {d['distance']})" for d in pairs],
+    if near is None:
+        return {}
+    found = _near_duplicates(splits, near)
+    where = paths.dataset_version(0) / "version.json"
+    for other, pairs in found.items():
+        if not pairs:
+            continue
+        shown = _listed([f"{d['image']} ~ {other} {d['other']} (distance {d['distance']})" for d in pairs], where)
+        what = ("test images (perceptual hash within review.near_duplicate_distance {near}), so test figures are "
+                "optimistic" if other == "test" else
+                "validation images (perceptual hash within review.near_duplicate_distance {near}), so validation "
+                "figures are optimistic, and so are the convergence and promotion decisions made on them")
+        _warn(ui, notes, f"[DATASET] WARNING: {len(pairs)} training images of {cfg.dataset.data_yaml} are "
+                         f"near-duplicates of {what.format(near=near)}: {shown}")
+    return found
+
+
+def _warn_orphan_labels(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, list[str]],
+                        notes: list[str]) -> list[str]:
+    """Warn about label files beside the splits' images that have no image (nothing trains on their boxes);
+    returns them."""
+    orphans = check.orphan_labels(p for v in splits.values() for p in v)
+    if orphans:
+        shown = _listed([f"{f} (no {Path(f).stem}.* in {d})" for f, d in orphans],
                         paths.dataset_version(0) / "version.json")
-        ui.emit(Message(f"[DATASET] WARNING: {len(pairs)} training images of {cfg.dataset.data_yaml} are "
-                        f"near-duplicates of test images (perceptual hash within review.near_duplicate_distance "
-                        f"{near}), so test figures are optimistic: {shown}", "warning"))
-    return pairs
+        _warn(ui, notes, f"[DATASET] WARNING: {_n(len(orphans), 'label file')} of {cfg.dataset.data_yaml} without "
+                         f"an image, so nothing trains on its boxes: add the image, or delete the label file if it is "
+                         f"left over: {shown}")
+    return [f for f, _ in orphans]
 
 
 def init_dataset(cfg: Config, paths: RunPaths, ui: Frontend) -> dict:
     """Dataset version 0: the labelled set as the config names it. The test split is frozen from here on."""
     spec = dataset.read_data_yaml(cfg.dataset.data_yaml)
     splits = {k: spec.splits[k] for k in ("train", "val", "test")}
+    notes: list[str] = []
     with hashing.persisted(paths.hash_cache):  # the manifest of version 0 reuses these hashes
         problems = _split_overlaps(splits)
         copies = _test_copies(splits)
     for problem in problems:
-        ui.emit(Message(f"[DATASET] WARNING: {problem} in {cfg.dataset.data_yaml}; metrics on overlapping splits "
-                        f"are optimistic", "warning"))
+        _warn(ui, notes, f"[DATASET] WARNING: {problem} in {cfg.dataset.data_yaml}; metrics on overlapping splits "
+                         f"are optimistic")
     if copies:  # the test split never reaches training, not even as a copy under another name
-        ui.emit(Message(f"[DATASET] WARNING: {len(copies)} train/val images of {cfg.dataset.data_yaml} are identical "
-                        f"to test images and were removed from train/val (the test split never reaches training): "
-                        + _listed([f"{a} = test {b}" for a, b in copies.items()],
-                                  paths.dataset_version(0) / "version.json"), "warning"))
+        _warn(ui, notes, f"[DATASET] WARNING: {len(copies)} train/val images of {cfg.dataset.data_yaml} are "
+                         f"identical to test images and were removed from train/val (the test split never reaches "
+                         f"training): " + _listed([f"{a} = test {b}" for a, b in copies.items()],
+                                                   paths.dataset_version(0) / "version.json"))
         splits = {k: v if k == "test" else [p for p in v if p not in copies] for k, v in splits.items()}
         for k in ("train", "val"):
             if not splits[k]:
                 raise RunError(f"{cfg.dataset.data_yaml}: every image of split '{k}' is a copy of a test image. "
                                f"Give '{k}' images of its own: the test split is kept for the final figures only.")
-    splits, skipped = check_data(cfg, paths, ui, splits, spec.names, source=str(cfg.dataset.data_yaml))
-    near = _warn_test_near_duplicates(cfg, paths, ui, splits)
+    orphans = _warn_orphan_labels(cfg, paths, ui, splits, notes)
+    splits, found = check_data(cfg, paths, ui, splits, spec.names, source=str(cfg.dataset.data_yaml), notes=notes)
+    with hashing.persisted(paths.hash_cache):
+        near = _warn_near_duplicates(cfg, paths, ui, splits, notes)
     return dataset.write_snapshot(paths.dataset_version(0), spec.names, splits,
                                   {"version": 0, "names": spec.names, "parent": None, "origin": "config",
                                    "source": str(cfg.dataset.data_yaml),
-                                   **({"data_check": skipped} if skipped else {}),
+                                   **({"data_check": found} if found else {}),
                                    **({"test_copies_removed": copies} if copies else {}),
-                                   **({"test_near_duplicates": near} if near else {})})
+                                   **({"test_near_duplicates": near["test"]} if near.get("test") else {}),
+                                   **({"val_near_duplicates": near["val"]} if near.get("val") else {}),
+                                   **({"orphan_labels": orphans} if orphans else {}),
+                                   **({"warnings": notes} if notes else {})})
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 box', '2 boxes'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}es" if noun.endswith("x") else f"{count} {noun}s"
+
+
+def _first(lines: dict[str, list[int]]) -> str:
+    """'file:line' of the first entry."""
+    f, nos = next(iter(lines.items()))
+    return f"{f}:{nos[0]}"
+
+
+def _form(name: str) -> str:
+    return "NFC" if unicodedata.is_normalized("NFC", name) else "NFD" if unicodedata.is_normalized("NFD", name) \
+        else "mixed form"
+
+
+def _warn_repairs(ui: Frontend, notes: list[str] | None, rep: check.Report) -> dict:
+    """Warn about what training and validation repair without a word; returns it by file, for version 0."""
+    out: dict = {}
+    if rep.renamed:
+        lp, img = next(iter(rep.renamed.items()))
+        _warn(ui, notes, f"[DATASET] WARNING: {_n(len(rep.renamed), 'label file')} named in another Unicode normal "
+                         f"form than the image (e.g. {lp}, {_form(Path(lp).name)}, for {img}, "
+                         f"{_form(Path(img).name)}): matched by NFC, and training reads it through a link named like "
+                         f"the image; rename the label file to the image's spelling for other tools to match it too")
+        out["label_names_matched_by_nfc"] = rep.renamed
+    if rep.clipped:
+        n = sum(map(len, rep.clipped.values()))
+        _warn(ui, notes, f"[DATASET] WARNING: {_n(n, 'box')} in {_n(len(rep.clipped), 'label file')} past the image "
+                         f"edge (e.g. {_first(rep.clipped)}), clipped to the image by the loop's validation as by "
+                         f"training's augmentation: check the line if the box belongs elsewhere")
+        out["boxes_clipped"] = rep.clipped
+    if rep.empty:
+        n = sum(map(len, rep.empty.values()))
+        _warn(ui, notes, f"[DATASET] WARNING: {_n(n, 'box')} of zero width or height in "
+                         f"{_n(len(rep.empty), 'label file')} (e.g. {_first(rep.empty)}): the loop's validation "
+                         f"ignores it, Ultralytics keeps it (its validation during training counts an object no model "
+                         f"can find): give the box its size, or delete the line")
+        out["boxes_empty"] = rep.empty
+    return out
 
 
 def check_data(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, list[str]], names: list[str], *,
-               source: str, can_skip: bool = True) -> tuple[dict[str, list[str]], dict | None]:
+               source: str, can_skip: bool = True, notes: list[str] | None = None
+               ) -> tuple[dict[str, list[str]], dict | None]:
     """The dataset check (al.data.check) over every image and label file of `splits`, before anything trains:
     refuses with the first problems (BadDataError), or under dataset.on_bad_data: skip returns the splits without
-    the bad images and what was left out."""
+    the bad images; with what was left out and what training and validation repair (None: nothing), after warning
+    about both (the warnings are added to `notes`)."""
     rep = check.check_images([p for v in splits.values() for p in v], len(names), cache=paths.data_check_cache)
     if rep.duplicates:
         f, n = next(iter(rep.duplicates.items()))
-        ui.emit(Message(f"[DATASET] NOTE: {sum(rep.duplicates.values())} duplicate label rows in "
-                        f"{len(rep.duplicates)} files (e.g. {n} in {f}); training and validation both ignore them",
-                        "warning"))
+        _warn(ui, notes, f"[DATASET] NOTE: {sum(rep.duplicates.values())} duplicate label rows in "
+                         f"{len(rep.duplicates)} files (e.g. {n} in {f}); training and validation both ignore them")
+    repaired = _warn_repairs(ui, notes, rep)
     if not rep.problems:
-        return splits, None
+        return splits, repaired or None
     skip = cfg.dataset.on_bad_data == "skip" and can_skip
     check.write_report(paths.data_check_report, rep, source=source, action="skipped" if skip else "refused")
     if not skip:
@@ -124,20 +211,20 @@ def check_data(cfg: Config, paths: RunPaths, ui: Frontend, splits: dict[str, lis
                "command again; or set dataset.on_bad_data: skip and start over from the dataset with "
                "--start-iteration 0 (it leaves the bad images out; later iterations are moved aside, not deleted)."
                ).format(cfg=cfg.source_path)
-        raise check.BadDataError(f"Dataset check of {source}: {rep.headline()} that training would drop as corrupt "
-                                 f"(validation would not), so nothing was trained:\n{rep.describe()}\n"
+        raise check.BadDataError(f"Dataset check of {source}: {rep.headline()} {rep.why(validation=True)}, so "
+                                 f"nothing was trained:\n{rep.describe()}\n"
                                  f"All of them: {paths.data_check_report}. {how}")
     bad = rep.bad_images
-    ui.emit(Message(f"[DATASET] WARNING: {rep.headline()} that training would drop as corrupt; "
-                    f"dataset.on_bad_data: skip leaves these {len(bad)} images out of training and validation:\n"
-                    f"{rep.describe(5)}\n"
-                    f"All of them: {paths.data_check_report}", "warning"))
+    _warn(ui, notes, f"[DATASET] WARNING: {rep.headline()} {rep.why()}; dataset.on_bad_data: skip leaves these "
+                     f"{len(bad)} images out of training and validation:\n{rep.describe(5)}\n"
+                     f"All of them: {paths.data_check_report}")
     kept = {k: [p for p in v if p not in bad] for k, v in splits.items()}
     for k in ("train", "val"):
         if k in kept and not kept[k]:
             raise check.BadDataError(f"Dataset check of {source}: every image of split '{k}' is bad "
                                      f"({rep.headline()}):\n{rep.describe()}\nFix the files.")
-    return kept, {"skipped_images": len(bad), "problems": len(rep.problems), "report": str(paths.data_check_report)}
+    return kept, {"skipped_images": len(bad), "problems": len(rep.problems), "report": str(paths.data_check_report),
+                  **repaired}
 
 
 def _check_versions(cfg: Config, paths: RunPaths, ui: Frontend, versions: list[int]) -> None:

@@ -5,8 +5,11 @@ validation see the same data.
 Ultralytics drops a whole image as "corrupt" for one bad label line and says so only in its training log, while the
 loop's validation would drop only the line. This check runs before anything trains (at run start and on every merge
 of reviewed labels) and lists each problem as `file:line: what is wrong → how to fix`; the caller refuses the run or
-leaves the bad images out of every split (dataset.on_bad_data). Results are cached per file by (path, size, mtime)
-so a --resume re-checks only what changed.
+leaves the bad images out of every split (dataset.on_bad_data). A label file two images share (img.jpg and img.png
+beside img.txt) is such a problem too: training would give both images its boxes. What training and validation
+repair without a word (a box past the image edge, clipped; a box of zero width, which validation drops and training
+keeps; a label file named in another Unicode normal form than its image) is noted for the caller to warn about.
+Results are cached per file by (path, size, mtime) so a --resume re-checks only what changed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from al.core import store
-from al.data.dataset import DatasetError, label_path
+from al.data.dataset import DatasetError, label_path, yolo_label_path
 
 # Pillow format names Ultralytics trains on (its IMG_FORMATS plus Pillow's name for .jp2).
 TRAINABLE_FORMATS = {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp",
@@ -33,7 +37,10 @@ COORD_MAX = 1.01
 """Normalised coordinates may exceed 1 by 1 % (Ultralytics' tolerance)."""
 COORD_MIN = -0.01
 """Box centres may go 1 % below 0 when no width or height in the file is negative (Ultralytics' tolerance)."""
-CACHE_SCHEMA = 1
+EDGE_TOLERANCE = 1e-3
+"""A box may pass the image edge by this fraction of the image side before the check notes it as clipped (labels
+written with 6 decimals pass it by rounding, far less)."""
+CACHE_SCHEMA = 2
 BOX_FORMAT = "cls xc yc w h (numbers, coordinates normalised to 0..1)"
 
 
@@ -52,6 +59,8 @@ class Problem:
     line: int | None
     what: str
     fix: str
+    others: tuple[str, ...] = ()
+    """Further images this makes unusable (the other images sharing a label file)."""
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -71,10 +80,23 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     duplicates: dict[str, int] = field(default_factory=dict)
     """Label file -> exact duplicate rows (Ultralytics removes them with a warning; so does the loop's reader)."""
+    clipped: dict[str, list[int]] = field(default_factory=dict)
+    """Label file -> lines of boxes past the image edge (training and validation clip them to the image)."""
+    empty: dict[str, list[int]] = field(default_factory=dict)
+    """Label file -> lines of boxes of zero width or height (validation drops them; training keeps them)."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Label file -> its image, where the two names differ in Unicode normal form only (matched by NFC)."""
 
     @property
     def bad_images(self) -> set[str]:
-        return {p.image for p in self.problems}
+        return {p.image for p in self.problems} | {o for p in self.problems for o in p.others}
+
+    def why(self, *, validation: bool = False) -> str:
+        """What the problems do to training, said after the headline (with `validation`: and that validation would
+        not drop the corrupt ones)."""
+        corrupt = ["that training would drop as corrupt" + " (validation would not)" * validation] \
+            if any(not p.others for p in self.problems) else []
+        return " or ".join(corrupt + ["whose label file another image shares"] * any(p.others for p in self.problems))
 
     def describe(self, limit: int = 20) -> str:
         """The first `limit` problems, one per line, and how many more there are."""
@@ -167,11 +189,31 @@ def _number(tok: str) -> float | None:
         return None
 
 
+@dataclass
+class LabelFindings:
+    """What the check finds in one label file."""
+
+    problems: list[tuple[int | None, str, str]] = field(default_factory=list)
+    """(line, what, fix) of each line Ultralytics' verify_image_label refuses (one drops the whole image)."""
+    duplicates: int = 0
+    clipped: list[int] = field(default_factory=list)
+    """Lines of boxes past the image edge by more than EDGE_TOLERANCE."""
+    empty: list[int] = field(default_factory=list)
+    """Lines of boxes of zero width or height (after clipping to the image)."""
+
+
 def inspect_label_text(text: str, nc: int, size: tuple[int, int] | None = None
                        ) -> tuple[list[tuple[int | None, str, str]], int]:
     """(line, what, fix) for every line of a YOLO detection label file that Ultralytics' verify_image_label would
     refuse (one is enough for it to drop the whole image), and how many exact duplicate rows it would remove.
     `size` (the image's width, height) only sharpens the advice for pixel coordinates."""
+    found = label_findings(text, nc, size)
+    return found.problems, found.duplicates
+
+
+def label_findings(text: str, nc: int, size: tuple[int, int] | None = None) -> LabelFindings:
+    """inspect_label_text's problems and duplicate rows, and the lines of boxes that training and validation
+    repair: past the image edge (clipped) and of zero width or height."""
     out: list[tuple[int | None, str, str]] = []
     rows: list[tuple[int, int, tuple[float, ...]]] = []  # (line, fields, values) of the numeric lines
     for no, line in enumerate(text.splitlines(), 1):
@@ -215,7 +257,15 @@ def inspect_label_text(text: str, nc: int, size: tuple[int, int] | None = None
         out += [(no, what, fix) for what, fix in _row_problems(nums, nc, size)]
     good = [r for r in rows if r[0] not in {p[0] for p in out}]
     keys = [np.asarray(nums, dtype=np.float32).tobytes() for _, _, nums in good]  # as Ultralytics compares rows
-    return out, len(keys) - len(set(keys))
+    found = LabelFindings(out, len(keys) - len(set(keys)))
+    for no, _, nums in good:
+        _, xc, yc, w, h = _xywh(nums)
+        x1, y1, x2, y2 = xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2
+        if min(x2, 1) <= max(x1, 0) or min(y2, 1) <= max(y1, 0):  # what the loop's reader drops
+            found.empty.append(no)
+        elif min(x1, y1) < -EDGE_TOLERANCE or max(x2, y2) > 1 + EDGE_TOLERANCE:
+            found.clipped.append(no)
+    return found
 
 
 def _xywh(nums: tuple[float, ...]) -> tuple[float, ...]:
@@ -255,26 +305,83 @@ def _row_problems(nums: tuple[float, ...], nc: int, size: tuple[int, int] | None
 def inspect_label_file(path: str | Path, nc: int, size: tuple[int, int] | None = None
                        ) -> tuple[list[tuple[int | None, str, str]], int]:
     """inspect_label_text of a file, read as Ultralytics reads it (UTF-8, with or without a byte-order mark)."""
+    found = label_file_findings(path, nc, size)
+    return found.problems, found.duplicates
+
+
+def label_file_findings(path: str | Path, nc: int, size: tuple[int, int] | None = None) -> LabelFindings:
+    """label_findings of a file, read as Ultralytics reads it (UTF-8, with or without a byte-order mark)."""
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        return [(None, f"not UTF-8 text (byte {e.start})", "save the label file as plain UTF-8 text")], 0
+        return LabelFindings([(None, f"not UTF-8 text (byte {e.start})", "save the label file as plain UTF-8 text")])
     except OSError as e:
-        return [(None, f"label file cannot be read ({e.strerror})", "restore it or delete it")], 0
-    return inspect_label_text(text, nc, size)
+        return LabelFindings([(None, f"label file cannot be read ({e.strerror})", "restore it or delete it")])
+    return label_findings(text, nc, size)
 
 
-def check_image_and_label(image: str, nc: int) -> tuple[list[Problem], int]:
-    """Problems of one image and of its label file (a missing label file is a negative, not a problem), and its
-    duplicate label rows."""
+def check_image_and_label(image: str, nc: int) -> tuple[list[Problem], LabelFindings]:
+    """Problems of one image and of its label file (a missing label file is a negative, not a problem), and what
+    else its label file holds (duplicate rows, clipped and empty boxes)."""
     issue, size = inspect_image(image)
     out = [Problem(image, image, None, *issue)] if issue else []
     lp = label_path(image)
-    dups = 0
+    found = LabelFindings()
     if lp.is_file():
-        found, dups = inspect_label_file(lp, nc, size)
-        out += [Problem(image, str(lp), no, what, fix) for no, what, fix in found]
-    return out, dups
+        found = label_file_findings(lp, nc, size)
+        out += [Problem(image, str(lp), no, what, fix) for no, what, fix in found.problems]
+    return out, found
+
+
+def shared_labels(images: list[str]) -> list[Problem]:
+    """A problem for each label file that several images map to (img_000.jpg and img_000.png beside one
+    img_000.txt): training would give every one of them its boxes. The images are the problem's image and others."""
+    groups: dict[str, list[str]] = {}
+    for img in images:
+        if (lp := label_path(img)).is_file():
+            groups.setdefault(str(lp), []).append(img)
+    out = []
+    for label, members in groups.items():
+        if len(members) < 2:
+            continue
+        first, *rest = sorted(members)
+        names = ", ".join([first, *rest[:-1]]) + f" and {rest[-1]}"
+        b = Path(rest[0])
+        out.append(Problem(first, label, None,
+                           f"the label file of {len(members)} images, {names} (one name, other extensions): "
+                           f"training would give each of them these boxes",
+                           f"rename {'one' if len(rest) == 1 else 'all but one'} of the images (e.g. {b.name} to "
+                           f"{b.stem}_{b.suffix.lstrip('.').lower()}{b.suffix}) and give it its own label file, "
+                           f"or none if it shows no objects", tuple(rest)))
+    return out
+
+
+def orphan_labels(images: Iterable[str]) -> list[tuple[str, str]]:
+    """Label files without an image: (label file, image folder) for each label file in the label folder of an
+    image folder of `images` whose name (compared in Unicode NFC) is that of no file in the image folder. A .txt
+    file that does not start like a label file (a split list of paths, LabelImg's classes.txt) is not one."""
+    out = []
+    for folder in sorted({str(Path(p).parent) for p in images}):
+        labels = yolo_label_path(Path(folder) / "x.jpg").parent
+        if not labels.is_dir():
+            continue
+        have = {unicodedata.normalize("NFC", f.stem) for f in Path(folder).iterdir() if f.suffix != ".txt"}
+        for f in sorted(labels.iterdir()):
+            if f.suffix == ".txt" and unicodedata.normalize("NFC", f.stem) not in have and f.is_file() \
+                    and _looks_like_labels(f):
+                out.append((str(f), folder))
+    return out
+
+
+def _looks_like_labels(path: Path) -> bool:
+    """Empty (a negative), or its first line starts with a number (a class id)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(256).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    toks = head.split()
+    return not toks or _number(toks[0]) is not None
 
 
 def check_boxes(image: str, boxes: np.ndarray, nc: int, where: str | None = None) -> list[Problem]:
@@ -327,15 +434,21 @@ def check_images(images: Iterable[str], nc: int, *, cache: Path | None = None, w
     files = {}
     for img in images:
         if img in fresh:
-            probs, dups = fresh[img]
+            probs, found = fresh[img]
         else:
             e = old[img]
-            probs, dups = [Problem(*p) for p in e["problems"]], e["dups"]
+            probs = [Problem(*p) for p in e["problems"]]
+            found = LabelFindings(duplicates=e["dups"], clipped=e["clipped"], empty=e["empty"])
         rep.problems += probs
-        if dups:
-            rep.duplicates[str(label_path(img))] = dups
+        lp = label_path(img)
+        for kind, value in (("duplicates", found.duplicates), ("clipped", found.clipped), ("empty", found.empty)):
+            if value:
+                getattr(rep, kind)[str(lp)] = value
+        if lp.is_file() and lp.name != yolo_label_path(img).name:
+            rep.renamed[str(lp)] = img
         files[img] = {"image": stats[img][0], "label": stats[img][1], "problems": [p.to_list() for p in probs],
-                      "dups": dups}
+                      "dups": found.duplicates, "clipped": found.clipped, "empty": found.empty}
+    rep.problems += shared_labels(images)  # a relation between files: never cached
     if cache is not None:
         store.write_json(cache, {"nc": nc, "files": files}, schema=CACHE_SCHEMA)
     return rep
@@ -346,5 +459,6 @@ def write_report(path: Path, rep: Report, *, source: str, action: str) -> None:
     store.write_json(path, {"source": source, "action": action, "images": rep.images,
                             "bad_images": sorted(rep.bad_images),
                             "problems": [{"image": p.image, "file": p.file, "line": p.line, "what": p.what,
-                                          "fix": p.fix} for p in rep.problems],
+                                          "fix": p.fix, **({"others": list(p.others)} if p.others else {})}
+                                         for p in rep.problems],
                             "duplicate_rows": rep.duplicates})

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +120,8 @@ def read_data_yaml(path: Path, *, require_splits: bool = True) -> DataSpec:
     return spec
 
 
-def label_path(image: str | Path) -> Path:
-    """Ultralytics' convention: .../images/x.jpg -> .../labels/x.txt (last 'images' folder)."""
+def yolo_label_path(image: str | Path) -> Path:
+    """Ultralytics' convention, by path string: .../images/x.jpg -> .../labels/x.txt (last 'images' folder)."""
     p = Path(image)
     parts = list(p.parts)
     for i in range(len(parts) - 2, -1, -1):
@@ -128,6 +129,38 @@ def label_path(image: str | Path) -> Path:
             parts[i] = "labels"
             return Path(*parts).with_suffix(".txt")
     return p.with_suffix(".txt")
+
+
+def label_path(image: str | Path) -> Path:
+    """The image's label file: yolo_label_path, or the file of that folder whose name is the same in Unicode NFC
+    (an image named 'café.jpg' in one normal form and its 'café.txt' in the other: macOS writes NFD, most tools
+    NFC). Without either, yolo_label_path (where a label file for the image is written)."""
+    p = yolo_label_path(image)
+    if p.exists():
+        return p
+    nfc = unicodedata.normalize("NFC", p.name)
+    if nfc != p.name and (p.parent / nfc).exists():
+        return p.parent / nfc
+    other = _non_nfc_names(p.parent).get(nfc)
+    return p.parent / other if other else p
+
+
+_listings: dict[Path, tuple[int, dict[str, str]]] = {}
+"""Folder -> (its mtime_ns, NFC form -> name of each entry whose name is not NFC), for label_path's look-ups."""
+
+
+def _non_nfc_names(folder: Path) -> dict[str, str]:
+    try:
+        mtime = folder.stat().st_mtime_ns
+        cached = _listings.get(folder)
+        if cached is None or cached[0] != mtime:
+            with os.scandir(folder) as it:  # an ASCII name is always NFC: only the others can need the look-up
+                names = {n: e.name for e in it
+                         if not e.name.isascii() and (n := unicodedata.normalize("NFC", e.name)) != e.name}
+            cached = _listings[folder] = (mtime, names)
+    except OSError:  # no such folder (a negative's label folder), or not a folder
+        return {}
+    return cached[1]
 
 
 def read_labels(path: Path, nc: int, width: int, height: int) -> np.ndarray:
@@ -226,10 +259,11 @@ MIRROR = "yolo"
 
 
 def link_mirror(root: Path, images: list[str]) -> Path:
-    """root/images and root/labels: a link to each image and to its label file, named by mirror_names. Ultralytics
-    writes its labels cache (labels.cache), any *.npy image cache and a re-saved corrupt JPEG beside the files it
-    is given: given these links, it writes into the run directory and never into the user's dataset. Returns
-    root/images."""
+    """root/images and root/labels: a link to each image and to its label file, named by mirror_names (the label
+    link after the image, so that Ultralytics, which maps image to label paths by string, finds a label file that
+    label_path matched in another Unicode normal form). Ultralytics writes its labels cache (labels.cache), any
+    *.npy image cache and a re-saved corrupt JPEG beside the files it is given: given these links, it writes into
+    the run directory and never into the user's dataset. Returns root/images."""
     shutil.rmtree(root, ignore_errors=True)  # a rewritten version: stale links (and caches) go
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()

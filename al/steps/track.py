@@ -43,6 +43,7 @@ def run(ctx: StepContext) -> str:
         "promotion": _promotion(paths, k),
     }
     store.write_json(paths.metadata(k), meta)
+    first = dataset.read_snapshot(paths.dataset_version(0))[0]
     report = {
         "iteration": k, "metrics": val.model_dump(mode="json", include={"overall", "per_class", "map50", "map50_95",
                                                                         "train_f1", "test"}),
@@ -57,9 +58,10 @@ def run(ctx: StepContext) -> str:
         "review": review.to_json() if review else None, "training": trained, "dataset_version": ver["id"],
         "labelled_images": len(splits["train"]), "metadata": str(paths.metadata(k)),
         # images the dataset check left out (dataset.on_bad_data: skip): of the configured set, and of this review
-        "bad_data_skipped": {"dataset": (dataset.read_snapshot(paths.dataset_version(0))[0].get("data_check")
-                                         or {}).get("skipped_images", 0),
+        "bad_data_skipped": {"dataset": (first.get("data_check") or {}).get("skipped_images", 0),
                              "review": (review.model_extra or {}).get("bad_data_skipped", 0) if review else 0},
+        # what the start-up check warned about in the configured dataset (repairs, near-duplicates, stray files)
+        "dataset_warnings": first.get("warnings", []),
     }
     store.write_json(paths.iteration_report(k), report)
     if cfg.tracking.mlflow.enabled:
