@@ -154,7 +154,11 @@ def markdown(doc: Mapping, arms: Sequence[str]) -> str:
             lines += ["", "| arm | seeds | final mAP50-95 | boxes / pick | edits / pick | epochs a point (early "
                       "stops) | to 90 %: edits, boxes, images (reached) | to 95 %: edits, boxes, images |",
                       "|---|---|---|---|---|---|---|---|"]
-            for arm, d in g["arms"].items():
+            ran = {arm: d for arm, d in g["arms"].items() if d["n"]}  # arms not yet run are listed above
+            if not ran:
+                lines.append("Nothing finished on these seeds yet.")
+                continue
+            for arm, d in ran.items():
                 cells = []
                 for t in ("0.90", "0.95"):
                     cells.append(", ".join(_reach_cell(d["reach"][f"{u}@{t}"]) for u in ("edits", "boxes", "images")))
@@ -164,8 +168,10 @@ def markdown(doc: Mapping, arms: Sequence[str]) -> str:
             lines += ["", "| arm vs reference | verdict (AUC, images) | AUC - ref, images [t 95 %] (wins-losses, "
                       "sign p) | edits saved to 90 % | boxes saved to 90 % | images saved to 90 % | edits saved to "
                       "95 % | boxes saved to 95 % |", "|---|---|---|---|---|---|---|---|"]
-            for arm, d in g["arms"].items():
+            for arm, d in ran.items():
                 for ref, c in d["vs"].items():
+                    if not c["seeds"]:
+                        continue
                     a = c["auc"]["images"]
                     t = a["t"]
                     sv = c["savings"]
@@ -175,10 +181,10 @@ def markdown(doc: Mapping, arms: Sequence[str]) -> str:
                         + " | ".join("not a measurement (see the check above)" if limited else _saving_cell(sv[k])
                                      for k in ("edits@0.90", "boxes@0.90", "images@0.90", "edits@0.95",
                                                "boxes@0.95")) + " |")
-            reasons = sorted({c["auc"]["images"]["reason"] for d in g["arms"].values() for c in d["vs"].values()
-                              if c["auc"]["images"]["verdict"] == "inconclusive"})
+            reasons = sorted({c["auc"]["images"]["reason"] for d in ran.values() for c in d["vs"].values()
+                              if c["seeds"] and c["auc"]["images"]["verdict"] == "inconclusive"})
             lines += [f"- {r}" for r in reasons]
-            rows = [(arm, d["at_random_points"]) for arm, d in g["arms"].items() if d.get("at_random_points")]
+            rows = [(arm, d["at_random_points"]) for arm, d in ran.items() if d.get("at_random_points")]
             if rows:
                 lines += ["", "Labels saved to reach random's mAP50-95 at each of its rounds (edits; boxes; images), "
                           "geometric mean over seeds with its t-interval:", ""]
