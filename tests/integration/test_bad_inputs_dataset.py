@@ -72,9 +72,9 @@ def test_label_named_in_another_normal_form_is_found_and_trained_on(tmp_path, da
 
     assert dataset.label_path(image) == label and dataset.read_labels(label, NC, 128, 128).shape[0] > 0
     assert warnings == [f"[DATASET] WARNING: 1 label file named in another Unicode normal form than the image (e.g. "
-                        f"{label}, {label_form}, for {image.resolve()}, {image_form}): matched by NFC, and training reads it through a "
-                        f"link named like the image; rename the label file to the image's spelling for other tools "
-                        f"to match it too"]
+                        f"{label}, {label_form}, for {image.resolve()}, {image_form}): matched by NFC, and training "
+                        f"reads it through a link named like the image; rename the label file to the image's spelling "
+                        f"for other tools to match it too"]
     # the mirror Ultralytics trains from names the label link like the image, so its own look-up finds the boxes
     from ultralytics.data.utils import img2label_paths, verify_image_label
 
